@@ -1,0 +1,148 @@
+//! Where locks live: one Redis server, or this process's memory.
+//!
+//! Every backend speaks the same small protocol (acquire, release, batched renew, inspect,
+//! release notices), so the client, guard, watchdog and waiting logic above it are shared.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::token::Token;
+use crate::{LockError, LockInfo};
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+pub(crate) use self::memory::MemoryBackend;
+pub(crate) use self::redis::RedisBackend;
+
+/// The outcome of one acquire attempt.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    Acquired { fence: u64 },
+    /// Held by someone else; their remaining lease when it has one.
+    Busy { pttl: Option<Duration> },
+}
+
+/// One lease to renew in a batch.
+#[derive(Debug)]
+pub(crate) struct Renewal<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) token: &'a Token,
+    pub(crate) ttl: Duration,
+}
+
+/// Wake-ups for one waited key; dropping it ends the interest.
+pub(crate) struct Wakeups {
+    pub(crate) notify: Arc<Notify>,
+    _interest: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for Wakeups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wakeups").finish_non_exhaustive()
+    }
+}
+
+impl Wakeups {
+    pub(crate) fn new(notify: Arc<Notify>, interest: impl Send + Sync + 'static) -> Self {
+        Self {
+            notify,
+            _interest: Box::new(interest),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Redis(RedisBackend),
+    Memory(MemoryBackend),
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Backend {
+    /// `user_key` is for error messages only; `key` is the full (prefixed) key.
+    pub(crate) async fn acquire(
+        &self,
+        key: &str,
+        user_key: &str,
+        token: &Token,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Attempt, LockError> {
+        match self {
+            Self::Redis(b) => b.acquire(key, user_key, token, owner, ttl).await,
+            Self::Memory(b) => Ok(b.acquire(key, token, owner, ttl)),
+        }
+    }
+
+    /// True when released, false when `token` no longer held the key.
+    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<bool, LockError> {
+        match self {
+            Self::Redis(b) => b.release(key, token).await,
+            Self::Memory(b) => Ok(b.release(key, token)),
+        }
+    }
+
+    /// One round trip for the whole batch; one bool per entry, true when renewed.
+    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
+        match self {
+            Self::Redis(b) => b.renew(batch).await,
+            Self::Memory(b) => Ok(b.renew(batch)),
+        }
+    }
+
+    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+        match self {
+            Self::Redis(b) => b.inspect(key).await,
+            Self::Memory(b) => Ok(b.inspect(key)),
+        }
+    }
+
+    /// Start hearing release notices for `key`. Returns once the subscription is in place,
+    /// so a release after this call is never missed.
+    pub(crate) async fn subscribe(&self, key: &str) -> Result<Wakeups, LockError> {
+        match self {
+            Self::Redis(b) => b.subscribe(key).await,
+            Self::Memory(b) => Ok(b.subscribe(key)),
+        }
+    }
+}
+
+/// Parses a stored lock value `"<H|W><token>:<fence>:<host>/<pid>/<ms>"`.
+pub(crate) fn parse_value(value: &str, ttl: Option<Duration>) -> Option<LockInfo> {
+    let state = value.as_bytes().first()?;
+    if !matches!(state, b'H' | b'W') {
+        return None;
+    }
+    let mut parts = value[1..].splitn(3, ':');
+    let _token = parts.next()?;
+    let fence = parts.next()?.parse().ok()?;
+    let owner = parts.next().unwrap_or("");
+    Some(lock_info(fence, owner, ttl, *state == b'W'))
+}
+
+/// Builds a [`LockInfo`] from the stored owner info `"<host>/<pid>/<acquired-at-ms>"`.
+pub(crate) fn lock_info(
+    fencing_token: u64,
+    owner: &str,
+    ttl: Option<Duration>,
+    contended: bool,
+) -> LockInfo {
+    let mut parts = owner.rsplitn(3, '/');
+    let acquired_at_ms = parts.next().and_then(|s| s.parse().ok());
+    let pid = parts.next().and_then(|s| s.parse().ok());
+    let host = parts.next().map(str::to_owned);
+    LockInfo {
+        fencing_token,
+        host,
+        pid,
+        acquired_at_ms,
+        ttl,
+        contended,
+    }
+}

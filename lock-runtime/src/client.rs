@@ -1,0 +1,439 @@
+//! [`LockClient`] and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Backend, MemoryBackend, RedisBackend};
+use crate::key::{validate_key, validate_ttl};
+use crate::waiter::Gates;
+use crate::watchdog::Watchdog;
+use crate::{LockError, LockRequest, MemoryStore};
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "distlock:";
+/// The default lease.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+/// The default time limit for one backend command.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A handle to a lock backend: cheap to clone (the state is shared behind an `Arc`),
+/// `Send + Sync + 'static`.
+///
+/// Each client runs one watchdog task that renews all of its held locks and, when waiting is
+/// needed, one shared connection for release notices.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), distlock::LockError> {
+/// use std::time::Duration;
+/// use distlock::LockClient;
+///
+/// let client = match std::env::var("REDIS_URL") {
+///     Ok(url) => LockClient::connect(&url).await?,
+///     Err(_) => LockClient::memory(),
+/// };
+/// let guard = client.lock("invoice:42").ttl(Duration::from_secs(10)).await?;
+/// println!("holding {} with fence {}", guard.key(), guard.fencing_token());
+/// guard.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LockClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) backend: Backend,
+    pub(crate) prefix: String,
+    pub(crate) default_ttl: Duration,
+    pub(crate) watchdog: Watchdog,
+    pub(crate) gates: Arc<Gates>,
+}
+
+impl std::fmt::Debug for LockClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockClient")
+            .field("backend", &self.inner.backend)
+            .field("prefix", &self.inner.prefix)
+            .field("default_ttl", &self.inner.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockClient {
+    /// Connects to one Redis server (`redis://` or, with the `tls` feature, `rediss://`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::connect("redis://127.0.0.1:6379").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidUrl`] for a URL that does not parse (password redacted);
+    /// [`LockError::Backend`] when the server refuses the connection or the credentials.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the half-made connection.
+    pub async fn connect(url: &str) -> Result<Self, LockError> {
+        Self::builder().url(url).build().await
+    }
+
+    /// A client over a fresh in-process store: same semantics (leases, fencing, waiting),
+    /// no Redis. For tests, demos and single-process programs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let client = distlock::LockClient::memory();
+    /// assert_eq!(client.held_locks(), 0);
+    /// ```
+    pub fn memory() -> Self {
+        Self::from_parts(
+            Backend::Memory(MemoryBackend::new(MemoryStore::new())),
+            DEFAULT_PREFIX.to_owned(),
+            DEFAULT_TTL,
+        )
+    }
+
+    /// A builder for the key prefix, the default lease and the backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let client = distlock::LockClient::builder()
+    ///     .prefix("billing:locks:")
+    ///     .default_ttl(Duration::from_secs(5))
+    ///     .memory(distlock::MemoryStore::new())
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(client.prefix(), "billing:locks:");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> LockClientBuilder {
+        LockClientBuilder::default()
+    }
+
+    fn from_parts(backend: Backend, prefix: String, default_ttl: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                prefix,
+                default_ttl,
+                watchdog: Watchdog::default(),
+                gates: Arc::default(),
+            }),
+        }
+    }
+
+    /// Starts a request for the lock `key`; configure it, then `.await` it for a
+    /// [`LockGuard`](crate::LockGuard).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let client = distlock::LockClient::memory();
+    /// let guard = client
+    ///     .lock("nightly-report")
+    ///     .ttl(Duration::from_secs(60))
+    ///     .wait(Duration::from_secs(5))
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lock(&self, key: impl Into<String>) -> LockRequest {
+        LockRequest::new(self.clone(), key.into())
+    }
+
+    /// Who holds `key` right now, if anyone: fencing token, host, pid, since when, how long.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::memory();
+    /// assert!(client.inspect("job").await?.is_none());
+    /// let guard = client.lock("job").await?;
+    /// let info = client.inspect("job").await?.expect("held");
+    /// assert_eq!(info.fencing_token, guard.fencing_token());
+    /// assert_eq!(info.pid, Some(std::process::id()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidKey`] and backend failures.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+        validate_key(key)?;
+        self.inner.backend.inspect(&self.full_key(key)).await
+    }
+
+    /// How many locks this client holds right now (leases its watchdog tracks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::memory();
+    /// let guard = client.lock("a").await?;
+    /// assert_eq!(client.held_locks(), 1);
+    /// guard.release().await?;
+    /// assert_eq!(client.held_locks(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn held_locks(&self) -> usize {
+        self.inner.watchdog.len()
+    }
+
+    /// The prefix put before every key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(distlock::LockClient::memory().prefix(), "distlock:");
+    /// ```
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The lease used when a request sets none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(distlock::LockClient::memory().default_ttl().as_secs(), 30);
+    /// ```
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.default_ttl
+    }
+
+    pub(crate) fn full_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.inner.prefix.len() + key.len());
+        full.push_str(&self.inner.prefix);
+        full.push_str(key);
+        full
+    }
+
+    /// Whether two handles share one client (and so one watchdog and one set of gates).
+    pub(crate) fn same_as(&self, other: &LockClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Who holds a lock, as stored with it. From [`LockClient::inspect`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), distlock::LockError> {
+/// let client = distlock::LockClient::memory();
+/// let _guard = client.lock("job").await?;
+/// let info: distlock::LockInfo = client.inspect("job").await?.unwrap();
+/// assert!(info.ttl.unwrap() <= client.default_ttl());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockInfo {
+    /// The holder's fencing token.
+    pub fencing_token: u64,
+    /// The holder's host name.
+    pub host: Option<String>,
+    /// The holder's process id.
+    pub pid: Option<u32>,
+    /// When the holder acquired it, in milliseconds since the Unix epoch (holder's clock).
+    pub acquired_at_ms: Option<u64>,
+    /// The remaining lease, when it has one.
+    pub ttl: Option<Duration>,
+    /// Whether someone was turned away while it was held.
+    pub contended: bool,
+}
+
+/// Configures a [`LockClient`]: backend, key prefix, default lease, command timeout.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> Result<(), distlock::LockError> {
+/// use std::time::Duration;
+/// let client = distlock::LockClient::builder()
+///     .url("redis://127.0.0.1:6379")
+///     .prefix("myapp:locks:")
+///     .default_ttl(Duration::from_secs(10))
+///     .command_timeout(Duration::from_millis(500))
+///     .build()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until .build().await"]
+pub struct LockClientBuilder {
+    prefix: String,
+    default_ttl: Duration,
+    command_timeout: Duration,
+    target: Target,
+}
+
+#[derive(Debug)]
+enum Target {
+    None,
+    Url(String),
+    Memory(MemoryStore),
+}
+
+impl Default for LockClientBuilder {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            default_ttl: DEFAULT_TTL,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            target: Target::None,
+        }
+    }
+}
+
+impl LockClientBuilder {
+    /// Use one Redis server at `url`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder().url("redis://127.0.0.1:6379/0");
+    /// ```
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.target = Target::Url(url.into());
+        self
+    }
+
+    /// Use an in-process store (several clients may share one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder().memory(distlock::MemoryStore::new());
+    /// ```
+    pub fn memory(mut self, store: MemoryStore) -> Self {
+        self.target = Target::Memory(store);
+        self
+    }
+
+    /// The prefix put before every key (default `"distlock:"`); may be empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder().prefix("app:");
+    /// ```
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The lease used when a request sets none (default 30 s; at least 100 ms).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder().default_ttl(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// The time limit for connecting and for each command (default 2 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder().command_timeout(std::time::Duration::from_secs(1));
+    /// ```
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Connects and returns the client.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::builder().memory(Default::default()).build().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidDuration`] for a default lease out of range,
+    /// [`LockError::InvalidKey`] for a prefix with control characters,
+    /// [`LockError::InvalidUrl`] when no backend was chosen or the URL is bad, and
+    /// [`LockError::Backend`] when the server cannot be reached or refuses the credentials.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn build(self) -> Result<LockClient, LockError> {
+        validate_ttl("default_ttl", self.default_ttl)?;
+        if self.prefix.chars().any(char::is_control) {
+            return Err(LockError::InvalidKey {
+                key: self.prefix.chars().take(64).collect(),
+                reason: "a key prefix cannot contain control characters",
+            });
+        }
+        if self.command_timeout.is_zero() {
+            return Err(LockError::InvalidDuration {
+                what: "command_timeout",
+                value: self.command_timeout,
+                reason: "must be more than zero",
+            });
+        }
+        let backend = match self.target {
+            Target::None => {
+                return Err(LockError::InvalidUrl {
+                    url: String::new(),
+                    reason: "no backend chosen: call .url(..) or .memory(..) on the builder"
+                        .into(),
+                });
+            }
+            Target::Url(url) => {
+                Backend::Redis(RedisBackend::connect(&url, self.command_timeout).await?)
+            }
+            Target::Memory(store) => Backend::Memory(MemoryBackend::new(store)),
+        };
+        Ok(LockClient::from_parts(
+            backend,
+            self.prefix,
+            self.default_ttl,
+        ))
+    }
+}

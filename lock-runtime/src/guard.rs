@@ -1,0 +1,317 @@
+//! [`LockGuard`]: a held lock.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backend::Renewal;
+use crate::key::validate_ttl;
+use crate::token::Token;
+use crate::waiter::GatePass;
+use crate::watchdog::Lease;
+use crate::{LockClient, LockError};
+
+/// A held lock. Renewed by the client's watchdog while it lives (unless the request turned
+/// the watchdog off); released by [`release`](Self::release), or in the background when
+/// dropped.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), distlock::LockError> {
+/// let client = distlock::LockClient::memory();
+/// let guard = client.lock("ledger").await?;
+/// assert!(guard.is_held());
+/// let fence = guard.fencing_token(); // pass it to the store you write to
+/// tokio::select! {
+///     () = guard.lost() => { /* stop writing: someone else may hold it now */ }
+///     () = async { /* the critical section */ } => {}
+/// }
+/// guard.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a lock is released as soon as its guard is dropped"]
+pub struct LockGuard {
+    client: LockClient,
+    lease: Arc<Lease>,
+    id: u64,
+    pass: Option<GatePass>,
+    released: bool,
+}
+
+impl LockGuard {
+    pub(crate) fn new(
+        client: LockClient,
+        lease: Arc<Lease>,
+        renew: bool,
+        sent: Instant,
+        pass: GatePass,
+    ) -> Self {
+        pass.set_holder(&lease);
+        let id = client
+            .inner
+            .watchdog
+            .track(&client.inner, lease.clone(), renew, sent);
+        Self {
+            client,
+            lease,
+            id,
+            pass: Some(pass),
+            released: false,
+        }
+    }
+
+    /// The key as requested (without the client's prefix).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let guard = distlock::LockClient::memory().lock("job:7").await?;
+    /// assert_eq!(guard.key(), "job:7");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn key(&self) -> &str {
+        &self.lease.key
+    }
+
+    /// The fencing token of this acquisition: larger than that of every earlier holder of the
+    /// same key. Stores that remember the largest token they have seen can reject writes from
+    /// a holder whose lease ran out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::memory();
+    /// let first = client.lock("k").await?;
+    /// let a = first.fencing_token();
+    /// first.release().await?;
+    /// let second = client.lock("k").await?;
+    /// assert!(second.fencing_token() > a);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fencing_token(&self) -> u64 {
+        self.lease.fence
+    }
+
+    /// True while the lease is believed held: not reported lost and within its local deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let guard = distlock::LockClient::memory().lock("k").await?;
+    /// assert!(guard.is_held());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_held(&self) -> bool {
+        self.lease.is_held()
+    }
+
+    /// Resolves when the lease is lost: a renewal found another holder (or none), or the local
+    /// deadline passed without a successful renewal. Never resolves while the lock is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let guard = distlock::LockClient::memory()
+    ///     .lock("k")
+    ///     .ttl(Duration::from_millis(200))
+    ///     .watchdog(false)
+    ///     .await?;
+    /// guard.lost().await; // the lease runs out after ~200ms
+    /// assert!(!guard.is_held());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.lease.lost()
+    }
+
+    pub(crate) fn lease(&self) -> Arc<Lease> {
+        self.lease.clone()
+    }
+
+    /// Sets the lease to `ttl` from now (the watchdog keeps renewing with the new value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let guard = distlock::LockClient::memory().lock("k").await?;
+    /// guard.extend(Duration::from_secs(120)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Lost`] when the lock is no longer ours (the guard then reports lost),
+    /// [`LockError::InvalidDuration`] for a lease under 100 ms, backend failures.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the lease is either extended or not; a dropped call changes nothing else.
+    pub async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
+        validate_ttl("ttl", ttl)?;
+        if !self.lease.is_held() {
+            return Err(self.lost_error());
+        }
+        let sent = Instant::now();
+        let renewed = self
+            .client
+            .inner
+            .backend
+            .renew(&[Renewal {
+                key: &self.lease.full_key,
+                token: &self.lease.token,
+                ttl,
+            }])
+            .await?;
+        if renewed.first() == Some(&true) {
+            self.lease.renewed(sent, ttl);
+            self.client.inner.watchdog.rescheduled(self.id, sent, ttl);
+            Ok(())
+        } else {
+            self.lease.mark_lost();
+            Err(self.lost_error())
+        }
+    }
+
+    /// Releases the lock (compare-and-delete by token: never someone else's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::memory();
+    /// let guard = client.lock("k").await?;
+    /// guard.release().await?;
+    /// let again = client.lock("k").await?; // free at once
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Lost`] when the lock was already gone (expired or taken over): nothing was
+    /// deleted. Backend failures: the lock then runs out with its lease.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped, the release finishes in the background.
+    pub async fn release(mut self) -> Result<(), LockError> {
+        self.released = true;
+        self.client.inner.watchdog.forget(self.id);
+        let mut bg = BackgroundRelease {
+            client: self.client.clone(),
+            key: self.lease.full_key.clone(),
+            token: Some(self.lease.token.clone()),
+            pass: self.pass.take(),
+        };
+        let released = self
+            .client
+            .inner
+            .backend
+            .release(&self.lease.full_key, &self.lease.token)
+            .await;
+        bg.token = None;
+        drop(bg);
+        match released {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.lease.mark_lost();
+                Err(self.lost_error())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn lost_error(&self) -> LockError {
+        LockError::Lost {
+            key: self.lease.key.clone(),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.client.inner.watchdog.forget(self.id);
+        release_in_background(
+            self.client.clone(),
+            self.lease.full_key.clone(),
+            self.lease.token.clone(),
+            self.pass.take(),
+        );
+    }
+}
+
+/// Releases `key` by `token` on a spawned task; the gate turn (if any) is handed on after.
+pub(crate) fn release_in_background(
+    client: LockClient,
+    key: String,
+    token: Token,
+    pass: Option<GatePass>,
+) {
+    drop(BackgroundRelease {
+        client,
+        key,
+        token: Some(token),
+        pass,
+    });
+}
+
+/// Releases on drop, unless its token was taken out: used so a release whose future is
+/// dropped still happens.
+struct BackgroundRelease {
+    client: LockClient,
+    key: String,
+    token: Option<Token>,
+    pass: Option<GatePass>,
+}
+
+impl Drop for BackgroundRelease {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to release on: the lease runs out by itself.
+            return;
+        };
+        let client = self.client.clone();
+        let key = std::mem::take(&mut self.key);
+        let pass = self.pass.take();
+        runtime.spawn(async move {
+            if let Err(err) = client.inner.backend.release(&key, &token).await {
+                tracing::debug!(%err, "background release failed; the lease will run out");
+            }
+            drop(pass);
+        });
+    }
+}
