@@ -50,6 +50,7 @@ pub(crate) struct Inner {
     pub(crate) backend: Backend,
     pub(crate) prefix: String,
     pub(crate) default_ttl: Duration,
+    pub(crate) command_timeout: Duration,
     pub(crate) watchdog: Watchdog,
     pub(crate) gates: Arc<Gates>,
 }
@@ -102,6 +103,7 @@ impl LockClient {
             Backend::Memory(MemoryBackend::new(MemoryStore::new())),
             DEFAULT_PREFIX.to_owned(),
             DEFAULT_TTL,
+            DEFAULT_COMMAND_TIMEOUT,
         )
     }
 
@@ -127,12 +129,18 @@ impl LockClient {
         LockClientBuilder::default()
     }
 
-    fn from_parts(backend: Backend, prefix: String, default_ttl: Duration) -> Self {
+    fn from_parts(
+        backend: Backend,
+        prefix: String,
+        default_ttl: Duration,
+        command_timeout: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 backend,
                 prefix,
                 default_ttl,
+                command_timeout,
                 watchdog: Watchdog::default(),
                 gates: Arc::default(),
             }),
@@ -434,6 +442,7 @@ impl LockClientBuilder {
             backend,
             self.prefix,
             self.default_ttl,
+            self.command_timeout,
         ))
     }
 }

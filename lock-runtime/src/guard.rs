@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::Renewal;
+use crate::backend::{Backend, Renewal};
 use crate::key::validate_ttl;
 use crate::token::Token;
 use crate::waiter::GatePass;
@@ -40,7 +40,6 @@ pub struct LockGuard {
     client: LockClient,
     lease: Arc<Lease>,
     id: u64,
-    pass: Option<GatePass>,
     released: bool,
 }
 
@@ -53,6 +52,7 @@ impl LockGuard {
         pass: GatePass,
     ) -> Self {
         pass.set_holder(&lease);
+        lease.hold_pass(pass);
         let id = client
             .inner
             .watchdog
@@ -61,7 +61,6 @@ impl LockGuard {
             client,
             lease,
             id,
-            pass: Some(pass),
             released: false,
         }
     }
@@ -229,7 +228,7 @@ impl LockGuard {
             client: self.client.clone(),
             key: self.lease.full_key.clone(),
             token: Some(self.lease.token.clone()),
-            pass: self.pass.take(),
+            pass: self.lease.take_pass(),
         };
         let released = self
             .client
@@ -266,7 +265,7 @@ impl Drop for LockGuard {
             self.client.clone(),
             self.lease.full_key.clone(),
             self.lease.token.clone(),
-            self.pass.take(),
+            self.lease.take_pass(),
         );
     }
 }
@@ -300,6 +299,14 @@ impl Drop for BackgroundRelease {
         let Some(token) = self.token.take() else {
             return;
         };
+        if let Backend::Memory(memory) = &self.client.inner.backend {
+            // No I/O: release right here, so the key is free the moment the guard is gone.
+            memory.release(&self.key, &token);
+            return;
+        }
+        if let Some(pass) = &self.pass {
+            pass.set_releasing(true);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime to release on: the lease runs out by itself.
             return;

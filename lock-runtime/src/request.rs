@@ -123,7 +123,14 @@ impl LockRequest {
         // First our own process: one task per key at a time talks to the backend, FIFO.
         let mut pass = client.inner.gates.enter(&full_key);
         if wait.is_zero() {
-            pass.try_turn().map_err(busy)?;
+            if let Err(retry_after) = pass.try_turn() {
+                if !pass.holder_releasing() {
+                    return Err(busy(retry_after));
+                }
+                // Our own dropped guard's release is in flight: one round trip away.
+                let until = Instant::now() + client.inner.command_timeout;
+                pass.wait_turn(Some(until)).await.map_err(busy)?;
+            }
         } else {
             pass.wait_turn(deadline).await.map_err(busy)?;
         }

@@ -6,6 +6,7 @@
 //! notice, the holder's lease running out, or a jittered backoff cap, whichever comes first.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ struct Gate {
     turn: Arc<tokio::sync::Mutex<()>>,
     /// The lease of whoever holds the turn, to answer "busy for how long?".
     holder: Mutex<Weak<Lease>>,
+    /// The holder's release is on its way to the backend (its guard was dropped).
+    releasing: AtomicBool,
 }
 
 /// A place at one key's gate; holding the turn once [`GatePass::wait_turn`] returned.
@@ -81,6 +84,17 @@ impl GatePass {
         }
     }
 
+    /// Marks the turn's release as in flight; cleared when the turn is handed on.
+    pub(crate) fn set_releasing(&self, releasing: bool) {
+        self.gate.releasing.store(releasing, Ordering::Release);
+    }
+
+    /// True when the local holder's release is in flight: worth waiting for even on a
+    /// zero wait, as it lands within one round trip.
+    pub(crate) fn holder_releasing(&self) -> bool {
+        self.gate.releasing.load(Ordering::Acquire)
+    }
+
     pub(crate) fn set_holder(&self, lease: &Arc<Lease>) {
         *self.gate.holder.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(lease);
     }
@@ -95,7 +109,9 @@ impl GatePass {
 impl Drop for GatePass {
     fn drop(&mut self) {
         // Hand the turn on first, then leave the map if nobody else is at this gate.
-        self.turn.take();
+        if self.turn.take().is_some() {
+            self.gate.releasing.store(false, Ordering::Release);
+        }
         let mut map = self.gates.map();
         // Clones of a gate are only made under the map lock: the map's and ours means we
         // are the last.

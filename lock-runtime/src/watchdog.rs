@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::backend::Renewal;
 use crate::client::Inner;
 use crate::token::Token;
+use crate::waiter::GatePass;
 
 /// The margin kept below the lease for clock drift between this process and the server.
 pub(crate) fn drift(ttl: Duration) -> Duration {
@@ -37,6 +38,8 @@ pub(crate) struct Lease {
     held: AtomicBool,
     lost: Notify,
     timing: Mutex<Timing>,
+    /// This process's turn at the key's local gate: handed on when the lease ends.
+    pass: Mutex<Option<GatePass>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +65,17 @@ impl Lease {
             held: AtomicBool::new(true),
             lost: Notify::new(),
             timing: Mutex::new(Timing { ttl, deadline }),
+            pass: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn hold_pass(&self, pass: GatePass) {
+        *self.pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(pass);
+    }
+
+    /// The local gate turn, taken out to be handed on (once).
+    pub(crate) fn take_pass(&self) -> Option<GatePass> {
+        self.pass.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     fn timing(&self) -> MutexGuard<'_, Timing> {
@@ -92,6 +105,8 @@ impl Lease {
         if self.held.swap(false, Ordering::AcqRel) {
             tracing::warn!(key = %self.key, "lock lost");
         }
+        // Whoever waits in this process may try now.
+        drop(self.take_pass());
         self.lost.notify_waiters();
     }
 
