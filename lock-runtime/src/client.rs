@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::{Backend, MemoryBackend, RedisBackend};
 use crate::key::{validate_key, validate_ttl};
+use crate::token::waiter_id;
 use crate::waiter::Gates;
 use crate::watchdog::Watchdog;
 use crate::{LockError, LockRequest, MemoryStore};
@@ -53,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) command_timeout: Duration,
     pub(crate) watchdog: Watchdog,
     pub(crate) gates: Arc<Gates>,
+    /// This client's id in the queues of clients waiting for a lock.
+    pub(crate) waiter_id: String,
 }
 
 impl std::fmt::Debug for LockClient {
@@ -143,6 +146,7 @@ impl LockClient {
                 command_timeout,
                 watchdog: Watchdog::default(),
                 gates: Arc::default(),
+                waiter_id: waiter_id(),
             }),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Backend, Renewal};
+use crate::backend::{Backend, Release, Renewal};
 use crate::key::validate_ttl;
 use crate::token::Token;
 use crate::waiter::GatePass;
@@ -239,8 +239,8 @@ impl LockGuard {
         bg.token = None;
         drop(bg);
         match released {
-            Ok(true) => Ok(()),
-            Ok(false) => {
+            Ok(Release::Released | Release::Notified) => Ok(()),
+            Ok(Release::NotHeld) => {
                 self.lease.mark_lost();
                 Err(self.lost_error())
             }

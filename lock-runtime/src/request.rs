@@ -137,6 +137,7 @@ impl LockRequest {
 
         let backend = &client.inner.backend;
         let mut wakeups = None;
+
         let mut backoff = FIRST_BACKOFF;
         loop {
             let notify = wakeups.as_ref().map(|w: &crate::backend::Wakeups| w.notify.clone());
@@ -160,6 +161,7 @@ impl LockRequest {
                     pending.token(),
                     &owner_info(),
                     ttl,
+                    &client.inner.waiter_id,
                 )
                 .await;
             let pttl = match attempt {
@@ -204,7 +206,7 @@ impl LockRequest {
             if wakeups.is_none() {
                 // Subscribe, then try again at once: a release between our first try and the
                 // subscription is caught by that retry, any later one by the notice.
-                match backend.subscribe(&full_key).await {
+                match backend.subscribe(&full_key, &client.inner.waiter_id).await {
                     Ok(w) => {
                         wakeups = Some(w);
                         continue;

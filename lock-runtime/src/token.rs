@@ -41,13 +41,20 @@ impl fmt::Debug for Token {
     }
 }
 
+/// A client's id in the queues of waiting clients: 16 hex characters.
+pub(crate) fn waiter_id() -> String {
+    Token::generate()
+        .map(|t| t.as_str()[..16].to_owned())
+        .unwrap_or_else(|_| format!("{:016x}", unix_micros() ^ u64::from(std::process::id())))
+}
+
 /// `host/pid/acquired-at-ms`, stored with each lock so "who holds this?" has an answer.
 pub(crate) fn owner_info() -> String {
     static HOST: OnceLock<String> = OnceLock::new();
     let host = HOST.get_or_init(|| {
         gethostname::gethostname()
             .to_string_lossy()
-            .replace(['/', ':'], "_")
+            .replace(['/', ':', '|'], "_")
     });
     format!("{host}/{}/{}", std::process::id(), unix_millis())
 }

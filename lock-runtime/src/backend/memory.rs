@@ -1,13 +1,13 @@
 //! The in-process backend: the same protocol as Redis, kept in this process's memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Attempt, Renewal, Wakeups, lock_info};
+use super::{Attempt, RESERVATION, Release, Renewal, Wakeups, lock_info};
 use crate::LockInfo;
 use crate::token::{Token, unix_micros};
 
@@ -49,18 +49,34 @@ impl std::fmt::Debug for MemoryStore {
 
 #[derive(Default)]
 struct State {
-    locks: HashMap<String, Held>,
+    locks: HashMap<String, Slot>,
     last_fence: u64,
     wakers: HashMap<String, Weak<Notify>>,
     ops_since_sweep: usize,
 }
 
-struct Held {
-    token: Token,
-    fence: u64,
-    owner: String,
-    expires: Instant,
-    contended: bool,
+/// A key's state, as on Redis: held (with the clients turned away, in order), or released
+/// and reserved for the first of them for a moment.
+enum Slot {
+    Held {
+        token: Token,
+        fence: u64,
+        owner: String,
+        expires: Instant,
+        queue: VecDeque<String>,
+    },
+    Reserved {
+        queue: VecDeque<String>,
+        expires: Instant,
+    },
+}
+
+impl Slot {
+    fn expires(&self) -> Instant {
+        match self {
+            Slot::Held { expires, .. } | Slot::Reserved { expires, .. } => *expires,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -85,7 +101,10 @@ impl MemoryStore {
     /// ```
     pub fn is_empty(&self) -> bool {
         let now = Instant::now();
-        self.lock().locks.values().all(|h| h.expires <= now)
+        self.lock()
+            .locks
+            .values()
+            .all(|slot| !matches!(slot, Slot::Held { expires, .. } if *expires > now))
     }
 
     /// Forget every lock at once, as `FLUSHALL` does on Redis: holders find out on their next
@@ -117,48 +136,92 @@ impl MemoryBackend {
         Self { store }
     }
 
-    pub(crate) fn acquire(&self, key: &str, token: &Token, owner: &str, ttl: Duration) -> Attempt {
+    pub(crate) fn acquire(
+        &self,
+        key: &str,
+        token: &Token,
+        owner: &str,
+        ttl: Duration,
+        waiter: &str,
+    ) -> Attempt {
         let now = Instant::now();
         let mut state = self.store.lock();
         state.sweep(now);
-        if let Some(held) = state.locks.get_mut(key).filter(|h| h.expires > now) {
-            held.contended = true;
-            return Attempt::Busy {
-                pttl: Some(held.expires - now),
-            };
+        let mut queue = VecDeque::new();
+        match state.locks.get_mut(key).filter(|slot| slot.expires() > now) {
+            Some(Slot::Held {
+                queue, expires, ..
+            }) => {
+                if !queue.iter().any(|w| w == waiter) {
+                    queue.push_back(waiter.to_owned());
+                }
+                return Attempt::Busy {
+                    pttl: Some(*expires - now),
+                };
+            }
+            Some(Slot::Reserved {
+                queue: waiting,
+                expires,
+            }) => {
+                if waiting.front().map(String::as_str) != Some(waiter) {
+                    if !waiting.iter().any(|w| w == waiter) {
+                        waiting.push_back(waiter.to_owned());
+                    }
+                    return Attempt::Busy {
+                        pttl: Some(*expires - now),
+                    };
+                }
+                waiting.pop_front();
+                queue = std::mem::take(waiting);
+            }
+            None => {}
         }
         let fence = unix_micros().max(state.last_fence + 1);
         state.last_fence = fence;
         state.locks.insert(
             key.to_owned(),
-            Held {
+            Slot::Held {
                 token: token.clone(),
                 fence,
                 owner: owner.to_owned(),
                 expires: now + ttl,
-                contended: false,
+                queue,
             },
         );
         Attempt::Acquired { fence }
     }
 
-    pub(crate) fn release(&self, key: &str, token: &Token) -> bool {
+    pub(crate) fn release(&self, key: &str, token: &Token) -> Release {
         let now = Instant::now();
         let mut state = self.store.lock();
-        let Some(held) = state.locks.get(key) else {
-            return false;
+        let Some(Slot::Held {
+            token: holder,
+            expires,
+            queue,
+            ..
+        }) = state.locks.get_mut(key)
+        else {
+            return Release::NotHeld;
         };
-        if held.token != *token || held.expires <= now {
-            return false;
+        if *holder != *token || *expires <= now {
+            return Release::NotHeld;
         }
-        let contended = held.contended;
-        state.locks.remove(key);
-        if contended {
-            if let Some(notify) = state.wakers.get(key).and_then(Weak::upgrade) {
-                notify.notify_waiters();
-            }
+        if queue.is_empty() {
+            state.locks.remove(key);
+            return Release::Released;
         }
-        true
+        let queue = std::mem::take(queue);
+        state.locks.insert(
+            key.to_owned(),
+            Slot::Reserved {
+                queue,
+                expires: now + RESERVATION,
+            },
+        );
+        if let Some(notify) = state.wakers.get(key).and_then(Weak::upgrade) {
+            notify.notify_waiters();
+        }
+        Release::Notified
     }
 
     pub(crate) fn renew(&self, batch: &[Renewal<'_>]) -> Vec<bool> {
@@ -167,8 +230,10 @@ impl MemoryBackend {
         batch
             .iter()
             .map(|r| match state.locks.get_mut(r.key) {
-                Some(held) if held.token == *r.token && held.expires > now => {
-                    held.expires = now + r.ttl;
+                Some(Slot::Held {
+                    token, expires, ..
+                }) if *token == *r.token && *expires > now => {
+                    *expires = now + r.ttl;
                     true
                 }
                 _ => false,
@@ -179,13 +244,21 @@ impl MemoryBackend {
     pub(crate) fn inspect(&self, key: &str) -> Option<LockInfo> {
         let now = Instant::now();
         let state = self.store.lock();
-        let held = state.locks.get(key).filter(|h| h.expires > now)?;
-        Some(lock_info(
-            held.fence,
-            &held.owner,
-            Some(held.expires - now),
-            held.contended,
-        ))
+        match state.locks.get(key)? {
+            Slot::Held {
+                fence,
+                owner,
+                expires,
+                queue,
+                ..
+            } if *expires > now => Some(lock_info(
+                *fence,
+                owner,
+                Some(*expires - now),
+                !queue.is_empty(),
+            )),
+            _ => None,
+        }
     }
 
     pub(crate) fn subscribe(&self, key: &str) -> Wakeups {
@@ -208,7 +281,7 @@ impl State {
             return;
         }
         self.ops_since_sweep = 0;
-        self.locks.retain(|_, h| h.expires > now);
+        self.locks.retain(|_, slot| slot.expires() > now);
         self.wakers.retain(|_, w| w.strong_count() > 0);
     }
 }

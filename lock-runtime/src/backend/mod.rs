@@ -25,6 +25,17 @@ pub(crate) enum Attempt {
     Busy { pttl: Option<Duration> },
 }
 
+/// The outcome of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// Released; nobody was turned away while it was held.
+    Released,
+    /// Released to the first client in the queue of waiters, which was sent a notice.
+    Notified,
+    /// The token no longer held the key: nothing was changed.
+    NotHeld,
+}
+
 /// One lease to renew in a batch.
 #[derive(Debug)]
 pub(crate) struct Renewal<'a> {
@@ -73,15 +84,15 @@ impl Backend {
         token: &Token,
         owner: &str,
         ttl: Duration,
+        waiter: &str,
     ) -> Result<Attempt, LockError> {
         match self {
-            Self::Redis(b) => b.acquire(key, user_key, token, owner, ttl).await,
-            Self::Memory(b) => Ok(b.acquire(key, token, owner, ttl)),
+            Self::Redis(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
+            Self::Memory(b) => Ok(b.acquire(key, token, owner, ttl, waiter)),
         }
     }
 
-    /// True when released, false when `token` no longer held the key.
-    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<bool, LockError> {
+    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         match self {
             Self::Redis(b) => b.release(key, token).await,
             Self::Memory(b) => Ok(b.release(key, token)),
@@ -103,27 +114,32 @@ impl Backend {
         }
     }
 
-    /// Start hearing release notices for `key`. Returns once the subscription is in place,
-    /// so a release after this call is never missed.
-    pub(crate) async fn subscribe(&self, key: &str) -> Result<Wakeups, LockError> {
+    /// Start hearing release notices for `key` meant for `waiter`. Returns once the
+    /// subscription is in place, so a release after this call is never missed.
+    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
         match self {
-            Self::Redis(b) => b.subscribe(key).await,
+            Self::Redis(b) => b.subscribe(key, waiter).await,
             Self::Memory(b) => Ok(b.subscribe(key)),
         }
     }
 }
 
-/// Parses a stored lock value `"<H|W><token>:<fence>:<host>/<pid>/<ms>"`.
+/// How long a released lock stays reserved for the first client in its queue of waiters.
+/// The notice reaches that client in about one round trip; if it is gone, the others wait at
+/// most this long.
+pub(crate) const RESERVATION: Duration = Duration::from_millis(250);
+
+/// Parses a stored lock value: state byte, 32-byte token, 16-digit fence, `:` and the owner
+/// info (the layout is described in `scripts/acquire.lua`).
 pub(crate) fn parse_value(value: &str, ttl: Option<Duration>) -> Option<LockInfo> {
-    let state = value.as_bytes().first()?;
+    let state = *value.as_bytes().first()?;
     if !matches!(state, b'H' | b'W') {
         return None;
     }
-    let mut parts = value[1..].splitn(3, ':');
-    let _token = parts.next()?;
-    let fence = parts.next()?.parse().ok()?;
-    let owner = parts.next().unwrap_or("");
-    Some(lock_info(fence, owner, ttl, *state == b'W'))
+    let fence = value.get(33..49)?.parse().ok()?;
+    let owner = value.get(50..).unwrap_or("");
+    let owner = owner.split('|').next().unwrap_or(owner);
+    Some(lock_info(fence, owner, ttl, state == b'W'))
 }
 
 /// Builds a [`LockInfo`] from the stored owner info `"<host>/<pid>/<acquired-at-ms>"`.

@@ -11,10 +11,10 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use tokio::sync::Notify;
 
-use super::{Attempt, Renewal, Wakeups, millis, parse_value};
+use super::{Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
 use crate::key::redact_url;
 use crate::token::Token;
-use crate::{LockError, LockInfo};
+use crate::{BackendErrorKind, LockError, LockInfo};
 
 static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/acquire.lua")));
@@ -77,21 +77,35 @@ impl RedisBackend {
         token: &Token,
         owner: &str,
         ttl: Duration,
+        waiter: &str,
     ) -> Result<Attempt, LockError> {
-        let reply: Vec<i64> = ACQUIRE
+        let reply: Vec<redis::Value> = ACQUIRE
             .key(key)
             .arg(token.as_str())
             .arg(millis(ttl))
             .arg(owner)
+            .arg(waiter)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(LockError::from_redis)?;
+        let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).ok();
         match reply.as_slice() {
-            [1, fence] => Ok(Attempt::Acquired {
-                fence: u64::try_from(*fence).unwrap_or(0),
-            }),
-            [0, pttl] => Ok(Attempt::Busy {
-                pttl: u64::try_from(*pttl).ok().map(Duration::from_millis),
+            [status, fence] if int(status) == Some(1) => {
+                let fence = redis::from_redis_value_ref::<String>(fence)
+                    .ok()
+                    .and_then(|f| f.parse().ok())
+                    .ok_or_else(|| {
+                        LockError::backend(
+                            BackendErrorKind::Server,
+                            "the acquire script answered without a fence",
+                        )
+                    })?;
+                Ok(Attempt::Acquired { fence })
+            }
+            [status, pttl] if int(status) == Some(0) => Ok(Attempt::Busy {
+                pttl: int(pttl)
+                    .and_then(|p| u64::try_from(p).ok())
+                    .map(Duration::from_millis),
             }),
             _ => Err(LockError::KeyConflict {
                 key: user_key.to_owned(),
@@ -99,15 +113,20 @@ impl RedisBackend {
         }
     }
 
-    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<bool, LockError> {
+    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         let released: i64 = RELEASE
             .key(key)
             .arg(token.as_str())
             .arg(millis(TOMBSTONE))
+            .arg(millis(RESERVATION))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(LockError::from_redis)?;
-        Ok(released == 1)
+        Ok(match released {
+            2 => Release::Notified,
+            1 => Release::Released,
+            _ => Release::NotHeld,
+        })
     }
 
     pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
@@ -135,23 +154,20 @@ impl RedisBackend {
         Ok(value.and_then(|v| parse_value(&v, ttl)))
     }
 
-    pub(crate) async fn subscribe(&self, key: &str) -> Result<Wakeups, LockError> {
-        let notices = self.notices().await?;
-        let notify = notices.interest(key);
+    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+        let notices = self.notices(waiter).await?;
+        let notify = notices.join(key).await.inspect_err(|_| {
+            notices.alive.store(false, Ordering::Release);
+        })?;
         let interest = Interest {
-            notices: notices.clone(),
+            notices,
             key: key.to_owned(),
         };
-        // Until SUBSCRIBE is acknowledged a release could go unheard; return only after it.
-        if let Err(e) = notices.sink.clone().subscribe(key).await {
-            notices.alive.store(false, Ordering::Release);
-            return Err(LockError::from_redis(e));
-        }
         Ok(Wakeups::new(notify, interest))
     }
 
     /// The shared pub/sub connection, opened on first use and again after it died.
-    async fn notices(&self) -> Result<Arc<Notices>, LockError> {
+    async fn notices(&self, waiter: &str) -> Result<Arc<Notices>, LockError> {
         let mut slot = self.notices.lock().await;
         if let Some(n) = slot.as_ref().filter(|n| n.alive.load(Ordering::Acquire)) {
             return Ok(n.clone());
@@ -166,23 +182,28 @@ impl RedisBackend {
             sink,
             alive: AtomicBool::new(true),
             waiting: Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&notices);
+        let me = waiter.as_bytes().to_vec();
         tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let Some(notices) = weak.upgrade() else {
                     return;
                 };
-                let channel = msg.get_channel_name();
-                if let Some((notify, _)) = notices.lock().get(channel) {
-                    notify.notify_waiters();
+                // A notice names the client the lock is reserved for; the others stay asleep.
+                if msg.get_payload_bytes() != me.as_slice() {
+                    continue;
+                }
+                if let Some(channel) = notices.lock().get(msg.get_channel_name()) {
+                    channel.notify.notify_waiters();
                 }
             }
             // The connection is gone: wake every waiter so it retries (and resubscribes) now.
             if let Some(notices) = weak.upgrade() {
                 notices.alive.store(false, Ordering::Release);
-                for (notify, _) in notices.lock().values() {
-                    notify.notify_waiters();
+                for channel in notices.lock().values() {
+                    channel.notify.notify_waiters();
                 }
             }
         });
@@ -207,24 +228,65 @@ fn with_url(err: LockError, url: &str) -> LockError {
 }
 
 /// Release notices heard on the shared pub/sub connection, by channel (= lock key).
+///
+/// SUBSCRIBE and UNSUBSCRIBE go out one at a time under `changes`, in the same order as the
+/// table changes, so an UNSUBSCRIBE can never overtake a later SUBSCRIBE of the same key.
+/// A key nobody waits on stays subscribed for [`UNSUBSCRIBE_AFTER`], so a key under steady
+/// contention is not subscribed and unsubscribed on every turn.
 struct Notices {
     sink: PubSubSink,
     alive: AtomicBool,
-    waiting: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    waiting: Mutex<HashMap<String, Channel>>,
+    changes: tokio::sync::Mutex<()>,
 }
 
+struct Channel {
+    notify: Arc<Notify>,
+    interested: usize,
+}
+
+const UNSUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
+
 impl Notices {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Notify>, usize)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn interest(&self, key: &str) -> Arc<Notify> {
-        let mut waiting = self.lock();
-        let entry = waiting
-            .entry(key.to_owned())
-            .or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
-        entry.0.clone()
+    /// Counts one more waiter on `key`, subscribing first if the key is not subscribed yet;
+    /// returns once the subscription is confirmed.
+    async fn join(&self, key: &str) -> Result<Arc<Notify>, LockError> {
+        let _changes = self.changes.lock().await;
+        if let Some(channel) = self.lock().get_mut(key) {
+            channel.interested += 1;
+            return Ok(channel.notify.clone());
+        }
+        self.sink
+            .clone()
+            .subscribe(key)
+            .await
+            .map_err(LockError::from_redis)?;
+        let notify = Arc::new(Notify::new());
+        self.lock().insert(
+            key.to_owned(),
+            Channel {
+                notify: notify.clone(),
+                interested: 1,
+            },
+        );
+        Ok(notify)
+    }
+
+    /// Unsubscribes `key` if nobody has waited on it since.
+    async fn unsubscribe_if_idle(&self, key: String) {
+        let _changes = self.changes.lock().await;
+        {
+            let mut waiting = self.lock();
+            if waiting.get(&key).is_none_or(|c| c.interested > 0) {
+                return;
+            }
+            waiting.remove(&key);
+        }
+        let _ = self.sink.clone().unsubscribe(key).await;
     }
 }
 
@@ -235,21 +297,22 @@ struct Interest {
 
 impl Drop for Interest {
     fn drop(&mut self) {
-        let mut waiting = self.notices.lock();
-        let Some(entry) = waiting.get_mut(&self.key) else {
-            return;
+        let idle = match self.notices.lock().get_mut(&self.key) {
+            Some(channel) => {
+                channel.interested -= 1;
+                channel.interested == 0
+            }
+            None => false,
         };
-        entry.1 -= 1;
-        if entry.1 > 0 {
+        if !idle {
             return;
         }
-        waiting.remove(&self.key);
-        drop(waiting);
-        let mut sink = self.notices.sink.clone();
+        let notices = self.notices.clone();
         let key = std::mem::take(&mut self.key);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = sink.unsubscribe(key).await;
+                tokio::time::sleep(UNSUBSCRIBE_AFTER).await;
+                notices.unsubscribe_if_idle(key).await;
             });
         }
     }

@@ -2,26 +2,32 @@
 --
 -- KEYS[1]  the lock key
 -- ARGV[1]  the holder's token
--- ARGV[2]  how long the tombstone keeps the fence, in milliseconds
+-- ARGV[2]  how long a tombstone keeps the fence, in milliseconds
+-- ARGV[3]  how long the lock stays reserved for the first queued client, in milliseconds
 --
--- The lock is replaced by a short-lived tombstone "T:<fence>" so that the next acquire
--- derives a larger fence even if the server clock steps back a little. When someone was
--- turned away while it was held (state W), a release notice is published on a channel named
--- like the key; the uncontended path publishes nothing.
+-- Value layouts are described in acquire.lua. Uncontended, the lock becomes a tombstone
+-- carrying its fence and nothing is published. When clients were turned away, it is reserved
+-- for the first of them (the rest stay queued) and a notice naming that client is published
+-- on a channel named like the key.
 --
--- Reply: 1  released
+-- Reply: 2  released to the next queued client, notice published
+--        1  released
 --        0  not held by this token (expired, released, or taken by a newer holder): untouched
 local v = redis.pcall('GET', KEYS[1])
 if type(v) ~= 'string' or string.sub(v, 2, 33) ~= ARGV[1] then
   return 0
 end
 local state = string.sub(v, 1, 1)
-if state == 'T' then
+local fence = string.sub(v, 34, 49)
+if state == 'H' then
+  redis.call('SET', KEYS[1], 'T' .. fence, 'PX', ARGV[2])
+  return 1
+end
+if state ~= 'W' then
   return 0
 end
-local fence = string.match(v, '^%a%x+:(%d+)')
-redis.call('SET', KEYS[1], 'T:' .. fence, 'PX', ARGV[2])
-if state == 'W' then
-  redis.call('PUBLISH', KEYS[1], 'released')
-end
-return 1
+local bar = string.find(v, '|', 51, true)
+local queue = string.sub(v, bar + 1)
+redis.call('SET', KEYS[1], 'R' .. fence .. queue, 'PX', ARGV[3])
+redis.call('PUBLISH', KEYS[1], string.match(queue, '^[^|]*'))
+return 2
