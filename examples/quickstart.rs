@@ -59,7 +59,10 @@ async fn main() -> Result<(), LockError> {
                 .lock("quickstart:report")
                 .wait(Duration::from_secs(5))
                 .await?;
-            println!("worker {id} runs with fencing token {}", guard.fencing_token());
+            println!(
+                "worker {id} runs with fencing token {}",
+                guard.fencing_token()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
             guard.release().await
         }));

@@ -132,7 +132,9 @@ where
         Ok(()) => result,
         // The lease ran out before the body finished and nobody noticed in time: a success
         // would claim exclusion that did not hold.
-        Err(err @ LockError::Lost { .. }) if matches!(on_lost, OnLost::Cancel) && result.is_ok() => {
+        Err(err @ LockError::Lost { .. })
+            if matches!(on_lost, OnLost::Cancel) && result.is_ok() =>
+        {
             Err(err.into())
         }
         Err(err) => {

@@ -433,8 +433,7 @@ impl LockClientBuilder {
             Target::None => {
                 return Err(LockError::InvalidUrl {
                     url: String::new(),
-                    reason: "no backend chosen: call .url(..) or .memory(..) on the builder"
-                        .into(),
+                    reason: "no backend chosen: call .url(..) or .memory(..) on the builder".into(),
                 });
             }
             Target::Url(url) => {

@@ -140,7 +140,9 @@ impl LockRequest {
 
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let notify = wakeups.as_ref().map(|w: &crate::backend::Wakeups| w.notify.clone());
+            let notify = wakeups
+                .as_ref()
+                .map(|w: &crate::backend::Wakeups| w.notify.clone());
             let notified = notify.as_ref().map(|n| n.notified());
             tokio::pin!(notified);
             if let Some(n) = notified.as_mut().as_pin_mut() {
@@ -178,14 +180,8 @@ impl LockRequest {
                         ));
                     }
                     let token = pending.disarm();
-                    let lease = Arc::new(Lease::new(
-                        key,
-                        full_key,
-                        token,
-                        fence,
-                        ttl,
-                        deadline_local,
-                    ));
+                    let lease =
+                        Arc::new(Lease::new(key, full_key, token, fence, ttl, deadline_local));
                     return Ok(LockGuard::new(client.clone(), lease, watchdog, sent, pass));
                 }
                 Ok(Attempt::Busy { pttl }) => {
@@ -262,7 +258,12 @@ impl PendingAcquire<'_> {
 impl Drop for PendingAcquire<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            crate::guard::release_in_background(self.client.clone(), self.key.to_owned(), token, None);
+            crate::guard::release_in_background(
+                self.client.clone(),
+                self.key.to_owned(),
+                token,
+                None,
+            );
         }
     }
 }

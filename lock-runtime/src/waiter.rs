@@ -69,7 +69,10 @@ impl GatePass {
     }
 
     /// Wait for the turn until `deadline`.
-    pub(crate) async fn wait_turn(&mut self, deadline: Option<Instant>) -> Result<(), Option<Duration>> {
+    pub(crate) async fn wait_turn(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<(), Option<Duration>> {
         let turn = self.gate.turn.clone().lock_owned();
         let turn = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, turn).await.ok(),

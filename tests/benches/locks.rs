@@ -26,8 +26,12 @@ fn main() {
     // BENCH_RUNTIME=current runs everything on one thread; the default is tokio's
     // multi-threaded runtime with one worker per core.
     let runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
-        Ok("current") => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        Ok("current") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
     };
     runtime.expect("tokio runtime").block_on(run());
 }
@@ -47,11 +51,17 @@ async fn run() {
         .unwrap_or("redis_version:?")
         .trim()
         .to_owned();
-    println!("distlock benchmark: {version}, {} cores, phases of {phase:?}", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "distlock benchmark: {version}, {} cores, phases of {phase:?}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     // 1. PING round trip, one client.
     let redis_client = redis::Client::open(server.url()).unwrap();
-    let mut conn = redis_client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let mut ping = hist();
     for i in 0..20_000 {
         let t = Instant::now();
@@ -97,7 +107,36 @@ async fn run() {
         server_usec / f64::from(pairs)
     );
 
-    // 3. 64 tasks on distinct keys, one client.
+    // 3a. The transport's ceiling: 64 tasks each sending two PINGs in turn on one
+    //     multiplexed connection (what a pair costs without any lock logic).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let mut conn = conn.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+                let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(phase).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    println!(
+        "64 tasks, 2 PINGs each (transport):    {:.0} pairs/s",
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+
+    // 3b. 64 tasks on distinct keys, one client.
     server.cmd::<()>(&["CONFIG", "RESETSTAT"]);
     let cpu_before = redis_cpu(&server);
     let stop = Arc::new(AtomicBool::new(false));

@@ -57,10 +57,7 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!(
-            "redis-server did not start; its log:\n{}",
-            server.log()
-        );
+        panic!("redis-server did not start; its log:\n{}", server.log());
     }
 
     fn spawn(&mut self) -> bool {
@@ -84,11 +81,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return false;
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false;
             }
             if self.answers_ping() {
                 return true;
@@ -223,11 +220,7 @@ impl Drop for RedisServer {
         self.resume();
         self.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "--- redis-server :{} log ---\n{}",
-                self.port,
-                self.log()
-            );
+            eprintln!("--- redis-server :{} log ---\n{}", self.port, self.log());
         }
     }
 }

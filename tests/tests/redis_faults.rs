@@ -17,9 +17,16 @@ fn backend_kind(err: &LockError) -> BackendErrorKind {
 
 #[tokio::test]
 async fn unparsable_urls_are_refused_with_the_password_redacted() {
-    for url in ["http://user:hunter2@localhost", "redis://:hunter2@host:notaport", "nonsense"] {
+    for url in [
+        "http://user:hunter2@localhost",
+        "redis://:hunter2@host:notaport",
+        "nonsense",
+    ] {
         let err = LockClient::connect(url).await.unwrap_err();
-        assert!(matches!(err, LockError::InvalidUrl { .. }), "{url}: {err:?}");
+        assert!(
+            matches!(err, LockError::InvalidUrl { .. }),
+            "{url}: {err:?}"
+        );
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("hunter2"), "password leaked: {shown}");
     }
@@ -60,7 +67,10 @@ async fn keys_holding_user_data_are_left_alone() {
     let client = LockClient::connect(&server.url()).await.unwrap();
     for key in ["a-hash", "a-string"] {
         let err = client.lock(key).await.unwrap_err();
-        assert!(matches!(err, LockError::KeyConflict { .. }), "{key}: {err:?}");
+        assert!(
+            matches!(err, LockError::KeyConflict { .. }),
+            "{key}: {err:?}"
+        );
         assert_eq!(err.key(), Some(key));
     }
     // Untouched.
@@ -75,7 +85,11 @@ async fn keys_holding_user_data_are_left_alone() {
 async fn a_flushed_script_cache_is_reloaded() {
     let server = RedisServer::start();
     let client = LockClient::connect(&server.url()).await.unwrap();
-    let guard = client.lock("scripts").ttl(Duration::from_millis(300)).await.unwrap();
+    let guard = client
+        .lock("scripts")
+        .ttl(Duration::from_millis(300))
+        .await
+        .unwrap();
     server.cmd::<()>(&["SCRIPT", "FLUSH"]);
     // Renewals (after ttl/3), release and the next acquire all reload their scripts.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -98,7 +112,11 @@ async fn fences_keep_increasing_across_a_restart_that_lost_all_data() {
     assert_eq!(dbsize, 0, "the restart lost the data");
     let client = LockClient::connect(&server.url()).await.unwrap();
     let guard = client.lock("fenced").await.unwrap();
-    assert!(guard.fencing_token() > before, "{} <= {before}", guard.fencing_token());
+    assert!(
+        guard.fencing_token() > before,
+        "{} <= {before}",
+        guard.fencing_token()
+    );
 }
 
 #[tokio::test]
@@ -174,7 +192,11 @@ async fn the_uncontended_path_publishes_nothing() {
     let other = LockClient::connect(&server.url()).await.unwrap();
     let held = client.lock("quiet").await.unwrap();
     let waiter = tokio::spawn(async move {
-        other.lock("quiet").wait(Duration::from_secs(5)).await.map(drop)
+        other
+            .lock("quiet")
+            .wait(Duration::from_secs(5))
+            .await
+            .map(drop)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     held.release().await.unwrap();
@@ -187,7 +209,11 @@ async fn the_uncontended_path_publishes_nothing() {
 async fn a_paused_server_shorter_than_the_ttl_loses_nothing() {
     let server = RedisServer::start();
     let client = LockClient::connect(&server.url()).await.unwrap();
-    let guard = client.lock("paused").ttl(Duration::from_secs(2)).await.unwrap();
+    let guard = client
+        .lock("paused")
+        .ttl(Duration::from_secs(2))
+        .await
+        .unwrap();
     server.pause();
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.resume();

@@ -34,7 +34,10 @@ async fn acquire_release_and_fences_increase(env: &Env) {
         let guard = client.lock("fence").await.expect("free lock");
         assert!(guard.is_held());
         assert_eq!(guard.key(), "fence");
-        assert!(guard.fencing_token() > last, "fences must strictly increase");
+        assert!(
+            guard.fencing_token() > last,
+            "fences must strictly increase"
+        );
         last = guard.fencing_token();
         guard.release().await.expect("release");
     }
@@ -47,7 +50,11 @@ async fn acquire_release_and_fences_increase(env: &Env) {
         .unwrap();
     guard.lost().await;
     // lost() fires a drift margin before the server expires the key: wait out the margin.
-    let after_expiry = client.lock("fence").wait(Duration::from_secs(1)).await.unwrap();
+    let after_expiry = client
+        .lock("fence")
+        .wait(Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(after_expiry.fencing_token() > last);
     assert_eq!(client.held_locks(), 1);
 }
@@ -58,11 +65,17 @@ async fn busy_without_wait_reports_the_holders_lease(env: &Env) {
     let _held = a.lock("busy").ttl(Duration::from_secs(5)).await.unwrap();
     let started = Instant::now();
     let err = b.lock("busy").await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(1), "one try, no wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "one try, no wait"
+    );
     assert!(err.is_busy(), "{err}");
     assert_eq!(err.key(), Some("busy"));
     let retry = err.retry_after().expect("holder's remaining lease");
-    assert!(retry > Duration::from_secs(3) && retry <= Duration::from_secs(5), "{retry:?}");
+    assert!(
+        retry > Duration::from_secs(3) && retry <= Duration::from_secs(5),
+        "{retry:?}"
+    );
     // The same client's second request is busy as well (local queue, no self-deadlock).
     let err = a.lock("busy").await.unwrap_err();
     assert!(err.is_busy(), "{err}");
@@ -100,7 +113,13 @@ async fn extend_sets_a_new_lease_and_fails_once_lost(env: &Env) {
     guard.extend(Duration::from_secs(5)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // time is the subject here
     assert!(guard.is_held(), "extended past the first lease");
-    let ttl = client.inspect("extend").await.unwrap().unwrap().ttl.unwrap();
+    let ttl = client
+        .inspect("extend")
+        .await
+        .unwrap()
+        .unwrap()
+        .ttl
+        .unwrap();
     assert!(ttl > Duration::from_secs(4), "{ttl:?}");
     env.flush();
     let err = guard.extend(Duration::from_secs(5)).await.unwrap_err();
@@ -160,7 +179,10 @@ async fn waiter_is_woken_by_release_not_by_polling(env: &Env) {
     let latency = acquired_at - released_at;
     // Notified: well under a second with a 30 s lease (the backoff cap alone would be ≥ 75ms
     // late after a 300ms wait; the notice is a round trip).
-    assert!(latency < Duration::from_millis(60), "woken after {latency:?}");
+    assert!(
+        latency < Duration::from_millis(60),
+        "woken after {latency:?}"
+    );
 }
 
 async fn wait_runs_out_as_busy(env: &Env) {
@@ -191,8 +213,14 @@ async fn waiter_takes_over_when_the_lease_runs_out(env: &Env) {
     let started = Instant::now();
     let next = b.lock("expiry").wait(Duration::from_secs(5)).await.unwrap();
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300), "took over early: {waited:?}");
-    assert!(waited < Duration::from_millis(1000), "slow takeover: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "took over early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1000),
+        "slow takeover: {waited:?}"
+    );
     assert!(next.fencing_token() > held.fencing_token());
     assert!(!held.is_held());
 }
@@ -200,7 +228,11 @@ async fn waiter_takes_over_when_the_lease_runs_out(env: &Env) {
 async fn watchdog_keeps_a_short_lease_alive(env: &Env) {
     let a = env.client().await;
     let b = env.client().await;
-    let guard = a.lock("renewed").ttl(Duration::from_millis(300)).await.unwrap();
+    let guard = a
+        .lock("renewed")
+        .ttl(Duration::from_millis(300))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await; // four leases long
     assert!(guard.is_held());
     assert!(b.lock("renewed").await.unwrap_err().is_busy());
@@ -254,11 +286,23 @@ async fn no_renewals_outlive_their_release(env: &Env) {
 async fn dropped_guard_releases_at_once(env: &Env) {
     let a = env.client().await;
     let b = env.client().await;
-    let guard = a.lock("dropped").ttl(Duration::from_secs(30)).await.unwrap();
+    let guard = a
+        .lock("dropped")
+        .ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
     drop(guard);
     let started = Instant::now();
-    let _next = b.lock("dropped").wait(Duration::from_secs(10)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    let _next = b
+        .lock("dropped")
+        .wait(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 async fn dropped_acquire_never_leaks_a_lock(env: &Env) {
@@ -266,14 +310,22 @@ async fn dropped_acquire_never_leaks_a_lock(env: &Env) {
     let b = env.client().await;
     for _ in 0..50 {
         // Polled once (the acquire is sent), then dropped before the answer.
-        let _ = tokio::time::timeout(Duration::ZERO, a.lock("cancelled").ttl(Duration::from_secs(30))).await;
+        let _ = tokio::time::timeout(
+            Duration::ZERO,
+            a.lock("cancelled").ttl(Duration::from_secs(30)),
+        )
+        .await;
         let started = Instant::now();
         let guard = b
             .lock("cancelled")
             .wait(Duration::from_secs(5))
             .await
             .expect("a dropped acquire released its lock");
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         guard.release().await.unwrap();
     }
     assert_eq!(a.held_locks(), 0);
@@ -282,7 +334,11 @@ async fn dropped_acquire_never_leaks_a_lock(env: &Env) {
 async fn inspect_names_the_holder(env: &Env) {
     let client = env.client().await;
     assert_eq!(client.inspect("who").await.unwrap(), None);
-    let guard = client.lock("who").ttl(Duration::from_secs(9)).await.unwrap();
+    let guard = client
+        .lock("who")
+        .ttl(Duration::from_secs(9))
+        .await
+        .unwrap();
     let info = client.inspect("who").await.unwrap().expect("held");
     assert_eq!(info.fencing_token, guard.fencing_token());
     assert_eq!(info.pid, Some(std::process::id()));
@@ -296,12 +352,23 @@ async fn inspect_names_the_holder(env: &Env) {
 
 async fn bad_keys_and_durations_are_typed_errors(env: &Env) {
     let client = env.client().await;
-    for key in [String::new(), "x".repeat(distlock::MAX_KEY_LEN + 1), "a\r\nb".into()] {
+    for key in [
+        String::new(),
+        "x".repeat(distlock::MAX_KEY_LEN + 1),
+        "a\r\nb".into(),
+    ] {
         let err = client.lock(key).await.unwrap_err();
         assert!(matches!(err, LockError::InvalidKey { .. }), "{err}");
     }
-    let err = client.lock("k").ttl(Duration::from_millis(99)).await.unwrap_err();
-    assert!(matches!(err, LockError::InvalidDuration { what: "ttl", .. }), "{err}");
+    let err = client
+        .lock("k")
+        .ttl(Duration::from_millis(99))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LockError::InvalidDuration { what: "ttl", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("100ms"), "{err}");
     let err = env
         .builder()
@@ -311,6 +378,9 @@ async fn bad_keys_and_durations_are_typed_errors(env: &Env) {
         .unwrap_err();
     assert!(matches!(err, LockError::InvalidDuration { .. }), "{err}");
     // A key of exactly the limit is fine.
-    let _longest = client.lock("k".repeat(distlock::MAX_KEY_LEN)).await.unwrap();
+    let _longest = client
+        .lock("k".repeat(distlock::MAX_KEY_LEN))
+        .await
+        .unwrap();
     assert_eq!(client.held_locks(), 1);
 }

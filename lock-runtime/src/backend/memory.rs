@@ -149,9 +149,7 @@ impl MemoryBackend {
         state.sweep(now);
         let mut queue = VecDeque::new();
         match state.locks.get_mut(key).filter(|slot| slot.expires() > now) {
-            Some(Slot::Held {
-                queue, expires, ..
-            }) => {
+            Some(Slot::Held { queue, expires, .. }) => {
                 if !queue.iter().any(|w| w == waiter) {
                     queue.push_back(waiter.to_owned());
                 }
@@ -230,9 +228,7 @@ impl MemoryBackend {
         batch
             .iter()
             .map(|r| match state.locks.get_mut(r.key) {
-                Some(Slot::Held {
-                    token, expires, ..
-                }) if *token == *r.token && *expires > now => {
+                Some(Slot::Held { token, expires, .. }) if *token == *r.token && *expires > now => {
                     *expires = now + r.ttl;
                     true
                 }

@@ -20,9 +20,13 @@ pub(crate) use self::redis::RedisBackend;
 /// The outcome of one acquire attempt.
 #[derive(Debug)]
 pub(crate) enum Attempt {
-    Acquired { fence: u64 },
+    Acquired {
+        fence: u64,
+    },
     /// Held by someone else; their remaining lease when it has one.
-    Busy { pttl: Option<Duration> },
+    Busy {
+        pttl: Option<Duration>,
+    },
 }
 
 /// The outcome of a release.
@@ -65,6 +69,8 @@ impl Wakeups {
     }
 }
 
+// One per client, inside its `Arc`: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Backend {
     Redis(RedisBackend),
