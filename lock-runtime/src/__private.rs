@@ -8,20 +8,17 @@ use std::time::Duration;
 use crate::context::{CHAIN, Frame, innermost};
 use crate::{LockClient, LockError};
 
-pub use std::result::Result;
-pub use std::string::String;
 pub use std::time::Duration as StdDuration;
 
-/// A client, owned or borrowed, as named by `client = <expr>`.
+/// A client as named by `client = <expr>`; the macro passes `&(<expr>)`, so the expression
+/// may be a `LockClient`, a `&LockClient` or an `Arc<LockClient>`.
+#[diagnostic::on_unimplemented(
+    message = "`client = ..` must name a `distlock::LockClient` (owned, borrowed or in an `Arc`), not `{Self}`",
+    label = "not a LockClient"
+)]
 pub trait IntoLockClient {
     /// An owned handle (a cheap clone).
     fn into_lock_client(self) -> LockClient;
-}
-
-impl IntoLockClient for LockClient {
-    fn into_lock_client(self) -> LockClient {
-        self
-    }
 }
 
 impl IntoLockClient for &LockClient {
@@ -36,22 +33,42 @@ impl IntoLockClient for &&LockClient {
     }
 }
 
+impl IntoLockClient for &&mut LockClient {
+    fn into_lock_client(self) -> LockClient {
+        (**self).clone()
+    }
+}
+
 impl IntoLockClient for &Arc<LockClient> {
     fn into_lock_client(self) -> LockClient {
         (**self).clone()
     }
 }
 
-impl IntoLockClient for &mut LockClient {
-    fn into_lock_client(self) -> LockClient {
-        self.clone()
+/// What a guarded fn may return: `Result<T, E>` with `E: From<LockError>`.
+#[diagnostic::on_unimplemented(
+    message = "a #[distributed_lock] fn must return `Result<_, E>` where `E: From<distlock::LockError>`; `{Self}` does not",
+    label = "lock errors (busy, lost, backend down) are returned through this type",
+    note = "return e.g. `Result<T, distlock::LockError>`, or add `impl From<distlock::LockError> for YourError` (`#[from]` with thiserror)"
+)]
+pub trait LockResult {
+    /// The value returned when taking or holding the lock failed.
+    fn lock_failed(error: LockError) -> Self;
+    /// Whether the body succeeded.
+    fn succeeded(&self) -> bool;
+}
+
+impl<T, E: From<LockError>> LockResult for Result<T, E> {
+    fn lock_failed(error: LockError) -> Self {
+        Err(E::from(error))
+    }
+
+    fn succeeded(&self) -> bool {
+        self.is_ok()
     }
 }
 
-/// The default client, as a result the guarded fn can return through `From`.
-pub fn default_client() -> Result<LockClient, LockError> {
-    crate::default_client()
-}
+pub use crate::context::default_client;
 
 /// A value usable in a key template.
 #[diagnostic::on_unimplemented(
@@ -88,18 +105,22 @@ pub enum OnLost {
 /// Acquire `key`, run `body` with the lock held (and visible to [`crate::current`]),
 /// release. A call nested in a guarded call that holds the same key on the same client runs
 /// `body` directly.
-pub async fn locked<T, E, F>(
-    client: LockClient,
+pub async fn locked<R, F>(
+    client: Result<LockClient, LockError>,
     key: String,
     ttl: Option<Duration>,
     wait: Duration,
     on_lost: OnLost,
     body: F,
-) -> Result<T, E>
+) -> R
 where
-    F: Future<Output = Result<T, E>>,
-    E: From<LockError>,
+    F: Future<Output = R>,
+    R: LockResult,
 {
+    let client = match client {
+        Ok(client) => client,
+        Err(err) => return R::lock_failed(err),
+    };
     let full_key = client.full_key(&key);
     let outer = innermost();
     if Frame::holding(outer.as_ref(), &client, &full_key).is_some() {
@@ -109,7 +130,10 @@ where
     if let Some(ttl) = ttl {
         request = request.ttl(ttl);
     }
-    let guard = request.await?;
+    let guard = match request.await {
+        Ok(guard) => guard,
+        Err(err) => return R::lock_failed(err),
+    };
     let frame = Frame::new(client, full_key, key, guard.fencing_token(), outer);
     let body = CHAIN.scope(Some(Arc::new(frame)), body);
     let result = match on_lost {
@@ -122,7 +146,7 @@ where
                 () = lease.lost() => {
                     let key = lease.key.clone();
                     drop(guard);
-                    return Err(LockError::Lost { key }.into());
+                    return R::lock_failed(LockError::Lost { key });
                 }
             }
         }
@@ -133,9 +157,9 @@ where
         // The lease ran out before the body finished and nobody noticed in time: a success
         // would claim exclusion that did not hold.
         Err(err @ LockError::Lost { .. })
-            if matches!(on_lost, OnLost::Cancel) && result.is_ok() =>
+            if matches!(on_lost, OnLost::Cancel) && result.succeeded() =>
         {
-            Err(err.into())
+            R::lock_failed(err)
         }
         Err(err) => {
             tracing::debug!(%err, "releasing after the guarded call failed");

@@ -242,3 +242,34 @@ impl LockError {
         }
     }
 }
+
+/// Lock errors as I/O errors, for fns returning `std::io::Result`: busy maps to
+/// `WouldBlock`, lost to `Interrupted`, bad input to `InvalidInput`, backend failures to
+/// `ConnectionRefused`, `PermissionDenied`, `TimedOut` or `Other`.
+///
+/// # Examples
+///
+/// ```
+/// let err: std::io::Error = distlock::LockError::Busy { key: "k".into(), retry_after: None }.into();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// ```
+impl From<LockError> for std::io::Error {
+    fn from(err: LockError) -> Self {
+        use std::io::ErrorKind;
+        let kind = match &err {
+            LockError::Busy { .. } => ErrorKind::WouldBlock,
+            LockError::Lost { .. } => ErrorKind::Interrupted,
+            LockError::InvalidKey { .. }
+            | LockError::InvalidDuration { .. }
+            | LockError::InvalidUrl { .. } => ErrorKind::InvalidInput,
+            LockError::Backend { kind, .. } => match kind {
+                BackendErrorKind::Connection => ErrorKind::ConnectionRefused,
+                BackendErrorKind::Auth => ErrorKind::PermissionDenied,
+                BackendErrorKind::Timeout => ErrorKind::TimedOut,
+                BackendErrorKind::Server => ErrorKind::Other,
+            },
+            _ => ErrorKind::Other,
+        };
+        std::io::Error::new(kind, err)
+    }
+}

@@ -63,3 +63,81 @@ pub use error::{BackendErrorKind, LockError};
 pub use guard::LockGuard;
 pub use key::{MAX_KEY_LEN, MAX_TTL, MIN_TTL};
 pub use request::LockRequest;
+
+/// Runs an `async fn` while holding a distributed lock: compute the key, acquire (waiting up
+/// to `wait`), run the body with the watchdog renewing the lease, release.
+///
+/// ```
+/// use distlock::{LockClient, LockError, distributed_lock};
+///
+/// struct Order {
+///     id: u64,
+/// }
+///
+/// #[derive(Debug)]
+/// enum AppError {
+///     Lock(LockError),
+/// }
+///
+/// impl From<LockError> for AppError {
+///     fn from(e: LockError) -> Self {
+///         AppError::Lock(e)
+///     }
+/// }
+///
+/// #[distributed_lock(key = "order:{order.id}", ttl = "10s", wait = "2s")]
+/// async fn settle(order: &Order) -> Result<u64, AppError> {
+///     // Only one caller per order id runs this at a time, across all processes.
+///     let fence = distlock::current().expect("inside a guarded fn").fencing_token();
+///     Ok(fence)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), AppError> {
+/// distlock::set_default_client(LockClient::memory());
+/// let fence = settle(&Order { id: 7 }).await?;
+/// assert!(fence > 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Arguments
+///
+/// | argument | default | meaning |
+/// |---|---|---|
+/// | `key = "..."` | required | the key template (below) |
+/// | `ttl = "10s"` | the client's default TTL | the lease, a humantime duration of 100ms or more |
+/// | `wait = "2s"` | `"0s"`: one try | how long to wait for a busy lock |
+/// | `client = <expr>` | [`default_client()`] | an expression over the parameters giving a [`LockClient`], `&LockClient` or `Arc<LockClient>`, e.g. `client = self.locks` |
+/// | `on_lost = "cancel"` | `"cancel"` | `"cancel"`: when the lease is lost the body is dropped at its next await and the fn returns `Err(LockError::Lost { .. }.into())`; `"ignore"`: the body finishes |
+/// | `crate = path` | `::distlock` | where the runtime is, for a renamed dependency |
+///
+/// Durations are parsed at compile time.
+///
+/// # Key templates
+///
+/// Literal text with `{path}` placeholders, where a path is a parameter name followed by field
+/// accesses: `"invoice:{self.tenant}:{invoice.id}"`. `{{` and `}}` are literal braces. Each
+/// value is formatted with `Display`, once, before acquiring. An unknown parameter, an unknown
+/// field, an empty or unbalanced placeholder, or a value that is not `Display` is a compile
+/// error pointing at the template.
+///
+/// # Errors
+///
+/// The fn must return `Result<_, E>` with `E: From<LockError>`; lock failures come back
+/// through it: [`LockError::Busy`] when the lock stayed busy for the whole wait,
+/// [`LockError::Lost`] when the lease was lost (with `on_lost = "cancel"`, also when the
+/// release found the lease already gone after a successful body), backend failures, and
+/// [`LockError::NoDefaultClient`].
+///
+/// # Re-entrancy
+///
+/// A guarded call made inside the body of another guarded call that holds the same key on the
+/// same client runs without acquiring again. Siblings are not nested: two guarded futures
+/// joined in one task exclude each other, as two tasks do.
+///
+/// # Cancel safety
+///
+/// Dropping the returned future releases the lock (in the background) at once.
+#[cfg(feature = "macros")]
+pub use distlock_macros::distributed_lock;
