@@ -146,6 +146,34 @@ impl LockGuard {
         self.lease.lost()
     }
 
+    /// Like [`lost`](Self::lost), but owning what it watches, so it can outlive a borrow of
+    /// the guard (to be moved into a spawned task or a `'static` future next to the guard).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let guard = distlock::LockClient::memory()
+    ///     .lock("k")
+    ///     .ttl(Duration::from_millis(200))
+    ///     .watchdog(false)
+    ///     .await?;
+    /// let watcher = tokio::spawn(guard.lost_owned());
+    /// watcher.await.unwrap(); // resolves once the lease ran out
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches.
+    pub fn lost_owned(&self) -> impl Future<Output = ()> + Send + 'static {
+        let lease = self.lease.clone();
+        async move { lease.lost().await }
+    }
+
     pub(crate) fn lease(&self) -> Arc<Lease> {
         self.lease.clone()
     }

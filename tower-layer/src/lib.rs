@@ -1,1 +1,48 @@
-//! stub
+//! A tower [`Layer`](tower::Layer) that runs each request holding the distributed lock of its
+//! key: one request per account, order or job at a time across every instance of a service.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::post};
+//! use distlock_tower::{LockLayer, PathParam};
+//!
+//! let locks = distlock::LockClient::memory(); // LockClient::connect(url).await? on Redis
+//! let app: Router = Router::new()
+//!     .route("/accounts/{id}/payments", post(|| async { "paid" }))
+//!     .route_layer(
+//!         LockLayer::new(locks, PathParam::new("id"))
+//!             .namespace("payments:")
+//!             .ttl(Duration::from_secs(10)),
+//!     );
+//! ```
+//!
+//! - The key comes from a [`KeyExtractor`]: a closure `Fn(&Request) -> Option<String>`, an
+//!   HTTP header ([`HeaderKey`]), gRPC metadata ([`GrpcMetadata`]) or an axum path parameter
+//!   ([`PathParam`]). A request without a key passes through unlocked.
+//! - Keys from requests are untrusted: they are length-capped and refused (`400` /
+//!   `INVALID_ARGUMENT`) when they hold control characters, whitespace, Cluster hash-tag
+//!   braces, globs or `..`, before anything reaches Redis.
+//! - Busy keys are answered at once (or after [`LockLayer::wait`]): HTTP `423 Locked` with
+//!   `Retry-After`, gRPC a trailers-only response with `grpc-status` ABORTED. A failing lock
+//!   backend gives `503` / UNAVAILABLE (or, with [`LockLayer::fail_open`], runs the request
+//!   unlocked). A lock lost mid-request stops the request: `503` / ABORTED.
+//! - The layer answers rather than erroring: the inner service's error type is kept, so
+//!   axum's `Infallible` services stay infallible.
+//! - The lock is released when the response is ready (or when its body has been sent, with
+//!   [`LockLayer::hold_until_body_sent`]), and at once when the response future is dropped.
+
+mod body;
+mod future;
+mod key;
+mod layer;
+mod response;
+mod service;
+
+pub use body::LockBody;
+pub use future::ResponseFuture;
+#[cfg(feature = "axum")]
+pub use key::PathParam;
+pub use key::{GrpcMetadata, HeaderKey, KeyExtractor};
+pub use layer::{DEFAULT_MAX_KEY_LEN, LockLayer};
+pub use response::{Protocol, Rejection};
+pub use service::LockService;
