@@ -1,0 +1,308 @@
+//! `distlock-tower` in a real axum server over TCP, on a real redis-server and in-process.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use common::Env;
+use distlock::LockClient;
+use distlock_tower::{HeaderKey, LockLayer, PathParam, Protocol, Rejection};
+
+on_both_backends!(
+    same_key_conflicts_and_distinct_keys_run_together,
+    requests_without_a_key_pass_unlocked,
+    a_dropped_request_releases_its_lock_at_once,
+    a_lost_lease_ends_the_request,
+    waiting_requests_run_in_turn,
+    hostile_keys_are_refused,
+    the_lock_can_be_held_until_the_body_is_sent,
+    rejections_can_be_customised,
+);
+
+/// Pays after `?ms=N` milliseconds of work.
+async fn pay(Path(id): Path<String>, uri: http::Uri) -> String {
+    let ms = uri
+        .query()
+        .and_then(|q| q.strip_prefix("ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("paid {id}")
+}
+
+fn app(layer: LockLayer<PathParam>) -> Router {
+    Router::new()
+        .route("/accounts/{id}/pay", post(pay))
+        .route_layer(layer)
+        .route("/health", get(|| async { "ok" }))
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+async fn post_pay(addr: SocketAddr, id: &str, ms: u64) -> reqwest::Response {
+    http()
+        .post(format!("http://{addr}/accounts/{id}/pay?ms={ms}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn same_key_conflicts_and_distinct_keys_run_together(env: &Env) {
+    let client = env.client().await;
+    let addr = serve(app(LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_secs(30)))).await;
+    let started = Instant::now();
+    let slow = tokio::spawn(post_pay(addr, "1", 600));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let busy = post_pay(addr, "1", 0).await;
+    assert_eq!(busy.status(), 423);
+    let retry: u64 = busy.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert!(busy.text().await.unwrap().contains("locked"));
+
+    let other = post_pay(addr, "2", 0).await;
+    assert_eq!(other.status(), 200, "a distinct key runs alongside");
+    assert!(started.elapsed() < Duration::from_millis(600), "it did not wait for key 1");
+
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.text().await.unwrap(), "paid 1");
+    assert_eq!(post_pay(addr, "1", 0).await.status(), 200, "free again after the response");
+}
+
+async fn requests_without_a_key_pass_unlocked(env: &Env) {
+    let client = env.client().await;
+    let app = Router::new()
+        .route("/jobs", post(|| async { "ran" }))
+        .layer(LockLayer::new(client.clone(), HeaderKey::new("x-job")));
+    let addr = serve(app).await;
+    let _held = client.lock("nightly").await.unwrap();
+    let keyed = http()
+        .post(format!("http://{addr}/jobs"))
+        .header("x-job", "nightly")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 423);
+    let unkeyed = http().post(format!("http://{addr}/jobs")).send().await.unwrap();
+    assert_eq!(unkeyed.status(), 200);
+    assert_eq!(client.held_locks(), 1, "the unkeyed request took no lock");
+}
+
+async fn a_dropped_request_releases_its_lock_at_once(env: &Env) {
+    let client = env.client().await;
+    let addr = serve(app(LockLayer::new(client.clone(), PathParam::new("id")).ttl(Duration::from_secs(30)))).await;
+    let gave_up = http()
+        .post(format!("http://{addr}/accounts/9/pay?ms=10000"))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up");
+    // The server sees the connection close and drops the request: the lock goes with it.
+    let started = Instant::now();
+    loop {
+        let response = post_pay(addr, "9", 0).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "the lock outlived its request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.held_locks(), 0);
+}
+
+async fn a_lost_lease_ends_the_request(env: &Env) {
+    let client = env.client().await;
+    let addr = serve(app(LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_millis(600)))).await;
+    let started = Instant::now();
+    let request = tokio::spawn(post_pay(addr, "5", 5000));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    env.flush();
+    let response = request.await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.text().await.unwrap().contains("lost"));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+async fn waiting_requests_run_in_turn(env: &Env) {
+    let client = env.client().await;
+    let layer = LockLayer::new(client, PathParam::new("id")).wait(Duration::from_secs(5));
+    let addr = serve(app(layer)).await;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..3).map(|_| tokio::spawn(post_pay(addr, "3", 150))).collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().status(), 200);
+    }
+    assert!(started.elapsed() >= Duration::from_millis(450), "they ran one at a time");
+}
+
+async fn hostile_keys_are_refused(env: &Env) {
+    let client = env.client().await;
+    let app = Router::new()
+        .route("/jobs", post(|| async { "ran" }))
+        .layer(LockLayer::new(client.clone(), HeaderKey::new("x-job")).namespace("tenant-a:"));
+    let addr = serve(app).await;
+    if let Some(server) = env.server() {
+        server.cmd::<()>(&["CONFIG", "RESETSTAT"]);
+    }
+    let hostile = [
+        "k".repeat(10_000),
+        "{slot}job".to_owned(),
+        "../tenant-b:job".to_owned(),
+        "job\ttab".to_owned(),
+        "*".to_owned(),
+    ];
+    for key in &hostile {
+        let response = http()
+            .post(format!("http://{addr}/jobs"))
+            .header("x-job", key.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{key:.40}");
+    }
+    // CR LF cannot travel in a header; a closure extractor reading a decoded query can see it.
+    let decoded = Router::new()
+        .route("/q", post(|| async { "ran" }))
+        .layer(LockLayer::new(client.clone(), |req: &http::Request<axum::body::Body>| {
+            let q = req.uri().query()?;
+            Some(q.replace("%0D", "\r").replace("%0A", "\n"))
+        }));
+    let addr2 = serve(decoded).await;
+    let response = http()
+        .post(format!("http://{addr2}/q?a%0D%0ASET%20x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    if let Some(server) = env.server() {
+        let stats: String = server.cmd(&["INFO", "commandstats"]);
+        assert!(!stats.contains("cmdstat_evalsha"), "Redis was touched: {stats}");
+    }
+    for ok in ["acct:42", "orders/7", "tenant-a.job_1"] {
+        let response = http()
+            .post(format!("http://{addr}/jobs"))
+            .header("x-job", ok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{ok}");
+    }
+    assert_eq!(client.held_locks(), 0);
+}
+
+async fn the_lock_can_be_held_until_the_body_is_sent(env: &Env) {
+    let client = env.client().await;
+    let streamed = Router::new()
+        .route(
+            "/export/{id}",
+            get(|| async { slow_chunks() }),
+        )
+        .route_layer(
+            LockLayer::new(client.clone(), PathParam::new("id")).hold_until_body_sent(true),
+        );
+    let addr = serve(streamed).await;
+    let response = http().get(format!("http://{addr}/export/1")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The head is here, the body is still streaming: the lock is still held.
+    let busy = http().get(format!("http://{addr}/export/1")).send().await.unwrap();
+    assert_eq!(busy.status(), 423);
+    assert_eq!(response.text().await.unwrap(), "abc");
+    let started = Instant::now();
+    loop {
+        if http().get(format!("http://{addr}/export/1")).send().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "held after the body was sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// "a", "b", "c", 150 ms apart.
+fn slow_chunks() -> axum::body::Body {
+    let chunks = futures_util::stream::unfold(0u8, |n| async move {
+        if n == 3 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'a' + n]), n + 1))
+    });
+    axum::body::Body::from_stream(chunks)
+}
+
+async fn rejections_can_be_customised(env: &Env) {
+    let client = env.client().await;
+    let layer = LockLayer::new(client.clone(), PathParam::new("id")).rejection(
+        |rejection: &Rejection, protocol: Protocol| match (rejection, protocol) {
+            (Rejection::Busy { key, .. }, Protocol::Http) => http::Response::builder()
+                .status(409)
+                .body(format!("account {key} is busy"))
+                .unwrap(),
+            _ => rejection.http_response(),
+        },
+    );
+    let addr = serve(app(layer)).await;
+    let _held = client.lock("4").await.unwrap();
+    let response = post_pay(addr, "4", 0).await;
+    assert_eq!(response.status(), 409);
+    assert_eq!(response.text().await.unwrap(), "account 4 is busy");
+}
+
+#[tokio::test]
+async fn a_backend_that_is_down_answers_503_or_fails_open() {
+    let mut server = distlock_tests::RedisServer::start();
+    let client = LockClient::builder()
+        .url(server.url())
+        .command_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let closed = serve(app(LockLayer::new(client.clone(), PathParam::new("id")))).await;
+    let open = serve(app(LockLayer::new(client, PathParam::new("id")).fail_open(true))).await;
+    server.kill();
+    let response = post_pay(closed, "1", 0).await;
+    assert_eq!(response.status(), 503);
+    let response = post_pay(open, "1", 0).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn works_behind_timeout_and_concurrency_limit_layers() {
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let client = LockClient::memory();
+    let service = ServiceBuilder::new()
+        .timeout(Duration::from_millis(100))
+        .concurrency_limit(8)
+        .layer(LockLayer::new(client.clone(), HeaderKey::new("x-job")))
+        .service_fn(|req: http::Request<String>| async move {
+            let ms: u64 = req.body().parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::from("done")))
+        });
+    let request = |ms: u64| {
+        http::Request::post("/")
+            .header("x-job", "j")
+            .body(ms.to_string())
+            .unwrap()
+    };
+    let timed_out = service.clone().oneshot(request(5_000)).await;
+    assert!(timed_out.is_err(), "the timeout layer fired");
+    // The timeout dropped the locked future: the key is free at once.
+    let response = service.clone().oneshot(request(0)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(client.held_locks(), 0);
+}
