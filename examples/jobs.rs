@@ -68,7 +68,9 @@ impl Worker {
     /// Runs the report for `tick`, at most one worker at a time.
     #[distributed_lock(key = "jobs:nightly-report:{tick}", client = self.locks, ttl = "5s")]
     async fn nightly_report(&self, tick: u64) -> Result<Outcome, JobError> {
-        let fence = distlock::current().expect("inside the lock").fencing_token();
+        let fence = distlock::current()
+            .expect("inside the lock")
+            .fencing_token();
         tokio::time::sleep(Duration::from_millis(50)).await; // the work
         if self.ledger.record(tick, &self.name, fence)? {
             Ok(Outcome::Ran { fence })

@@ -59,9 +59,16 @@ async fn main() {
         let mut mac = Vec::new();
         for _ in 0..2 {
             hand.push(measure(&format!("{name}: by hand"), calls, |i| by_hand(&client, i)).await);
-            mac.push(measure(&format!("{name}: #[distributed_lock]"), calls, |i| guarded(&client, i)).await);
+            mac.push(
+                measure(&format!("{name}: #[distributed_lock]"), calls, |i| {
+                    guarded(&client, i)
+                })
+                .await,
+            );
         }
-        let p50 = |v: &[Histogram<u64>]| v.iter().map(|h| h.value_at_quantile(0.5)).min().unwrap() as f64 / 1000.0;
+        let p50 = |v: &[Histogram<u64>]| {
+            v.iter().map(|h| h.value_at_quantile(0.5)).min().unwrap() as f64 / 1000.0
+        };
         println!(
             "{name}: macro overhead at p50 (best of two): {:+.2} µs per call",
             p50(&mac) - p50(&hand)

@@ -62,25 +62,39 @@ async fn post_pay(addr: SocketAddr, id: &str, ms: u64) -> reqwest::Response {
 
 async fn same_key_conflicts_and_distinct_keys_run_together(env: &Env) {
     let client = env.client().await;
-    let addr = serve(app(LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_secs(30)))).await;
+    let addr = serve(app(
+        LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_secs(30))
+    ))
+    .await;
     let started = Instant::now();
     let slow = tokio::spawn(post_pay(addr, "1", 600));
     tokio::time::sleep(Duration::from_millis(150)).await;
 
     let busy = post_pay(addr, "1", 0).await;
     assert_eq!(busy.status(), 423);
-    let retry: u64 = busy.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = busy.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
     assert!(busy.text().await.unwrap().contains("locked"));
 
     let other = post_pay(addr, "2", 0).await;
     assert_eq!(other.status(), 200, "a distinct key runs alongside");
-    assert!(started.elapsed() < Duration::from_millis(600), "it did not wait for key 1");
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "it did not wait for key 1"
+    );
 
     let slow = slow.await.unwrap();
     assert_eq!(slow.status(), 200);
     assert_eq!(slow.text().await.unwrap(), "paid 1");
-    assert_eq!(post_pay(addr, "1", 0).await.status(), 200, "free again after the response");
+    assert_eq!(
+        post_pay(addr, "1", 0).await.status(),
+        200,
+        "free again after the response"
+    );
 }
 
 async fn requests_without_a_key_pass_unlocked(env: &Env) {
@@ -97,14 +111,21 @@ async fn requests_without_a_key_pass_unlocked(env: &Env) {
         .await
         .unwrap();
     assert_eq!(keyed.status(), 423);
-    let unkeyed = http().post(format!("http://{addr}/jobs")).send().await.unwrap();
+    let unkeyed = http()
+        .post(format!("http://{addr}/jobs"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unkeyed.status(), 200);
     assert_eq!(client.held_locks(), 1, "the unkeyed request took no lock");
 }
 
 async fn a_dropped_request_releases_its_lock_at_once(env: &Env) {
     let client = env.client().await;
-    let addr = serve(app(LockLayer::new(client.clone(), PathParam::new("id")).ttl(Duration::from_secs(30)))).await;
+    let addr = serve(app(
+        LockLayer::new(client.clone(), PathParam::new("id")).ttl(Duration::from_secs(30))
+    ))
+    .await;
     let gave_up = http()
         .post(format!("http://{addr}/accounts/9/pay?ms=10000"))
         .timeout(Duration::from_millis(200))
@@ -118,7 +139,10 @@ async fn a_dropped_request_releases_its_lock_at_once(env: &Env) {
         if response.status() == 200 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "the lock outlived its request");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the lock outlived its request"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(client.held_locks(), 0);
@@ -126,7 +150,10 @@ async fn a_dropped_request_releases_its_lock_at_once(env: &Env) {
 
 async fn a_lost_lease_ends_the_request(env: &Env) {
     let client = env.client().await;
-    let addr = serve(app(LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_millis(600)))).await;
+    let addr = serve(app(
+        LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_millis(600))
+    ))
+    .await;
     let started = Instant::now();
     let request = tokio::spawn(post_pay(addr, "5", 5000));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -134,7 +161,11 @@ async fn a_lost_lease_ends_the_request(env: &Env) {
     let response = request.await.unwrap();
     assert_eq!(response.status(), 503);
     assert!(response.text().await.unwrap().contains("lost"));
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 async fn waiting_requests_run_in_turn(env: &Env) {
@@ -142,11 +173,16 @@ async fn waiting_requests_run_in_turn(env: &Env) {
     let layer = LockLayer::new(client, PathParam::new("id")).wait(Duration::from_secs(5));
     let addr = serve(app(layer)).await;
     let started = Instant::now();
-    let calls: Vec<_> = (0..3).map(|_| tokio::spawn(post_pay(addr, "3", 150))).collect();
+    let calls: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(post_pay(addr, "3", 150)))
+        .collect();
     for call in calls {
         assert_eq!(call.await.unwrap().status(), 200);
     }
-    assert!(started.elapsed() >= Duration::from_millis(450), "they ran one at a time");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "they ran one at a time"
+    );
 }
 
 async fn hostile_keys_are_refused(env: &Env) {
@@ -177,10 +213,13 @@ async fn hostile_keys_are_refused(env: &Env) {
     // CR LF cannot travel in a header; a closure extractor reading a decoded query can see it.
     let decoded = Router::new()
         .route("/q", post(|| async { "ran" }))
-        .layer(LockLayer::new(client.clone(), |req: &http::Request<axum::body::Body>| {
-            let q = req.uri().query()?;
-            Some(q.replace("%0D", "\r").replace("%0A", "\n"))
-        }));
+        .layer(LockLayer::new(
+            client.clone(),
+            |req: &http::Request<axum::body::Body>| {
+                let q = req.uri().query()?;
+                Some(q.replace("%0D", "\r").replace("%0A", "\n"))
+            },
+        ));
     let addr2 = serve(decoded).await;
     let response = http()
         .post(format!("http://{addr2}/q?a%0D%0ASET%20x"))
@@ -190,7 +229,10 @@ async fn hostile_keys_are_refused(env: &Env) {
     assert_eq!(response.status(), 400);
     if let Some(server) = env.server() {
         let stats: String = server.cmd(&["INFO", "commandstats"]);
-        assert!(!stats.contains("cmdstat_evalsha"), "Redis was touched: {stats}");
+        assert!(
+            !stats.contains("cmdstat_evalsha"),
+            "Redis was touched: {stats}"
+        );
     }
     for ok in ["acct:42", "orders/7", "tenant-a.job_1"] {
         let response = http()
@@ -207,26 +249,41 @@ async fn hostile_keys_are_refused(env: &Env) {
 async fn the_lock_can_be_held_until_the_body_is_sent(env: &Env) {
     let client = env.client().await;
     let streamed = Router::new()
-        .route(
-            "/export/{id}",
-            get(|| async { slow_chunks() }),
-        )
+        .route("/export/{id}", get(|| async { slow_chunks() }))
         .route_layer(
             LockLayer::new(client.clone(), PathParam::new("id")).hold_until_body_sent(true),
         );
     let addr = serve(streamed).await;
-    let response = http().get(format!("http://{addr}/export/1")).send().await.unwrap();
+    let response = http()
+        .get(format!("http://{addr}/export/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     // The head is here, the body is still streaming: the lock is still held.
-    let busy = http().get(format!("http://{addr}/export/1")).send().await.unwrap();
+    let busy = http()
+        .get(format!("http://{addr}/export/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(busy.status(), 423);
     assert_eq!(response.text().await.unwrap(), "abc");
     let started = Instant::now();
     loop {
-        if http().get(format!("http://{addr}/export/1")).send().await.unwrap().status() == 200 {
+        if http()
+            .get(format!("http://{addr}/export/1"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "held after the body was sent");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "held after the body was sent"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -271,7 +328,10 @@ async fn a_backend_that_is_down_answers_503_or_fails_open() {
         .await
         .unwrap();
     let closed = serve(app(LockLayer::new(client.clone(), PathParam::new("id")))).await;
-    let open = serve(app(LockLayer::new(client, PathParam::new("id")).fail_open(true))).await;
+    let open = serve(app(
+        LockLayer::new(client, PathParam::new("id")).fail_open(true)
+    ))
+    .await;
     server.kill();
     let response = post_pay(closed, "1", 0).await;
     assert_eq!(response.status(), 503);

@@ -49,7 +49,9 @@ impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
             State::Locked { .. } => "locked",
             State::Answered { .. } => "answered",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 

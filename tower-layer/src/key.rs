@@ -231,11 +231,19 @@ mod tests {
 
     #[test]
     fn ordinary_keys_pass_and_hostile_ones_do_not() {
-        for ok in ["acct:42", "orders/7", "tenant-a.job_1", "user@example.com", "ünïcode"] {
+        for ok in [
+            "acct:42",
+            "orders/7",
+            "tenant-a.job_1",
+            "user@example.com",
+            "ünïcode",
+        ] {
             assert_eq!(check(ok, 128), Ok(()), "{ok}");
         }
         let long = "k".repeat(129);
-        for bad in ["", &long, "a\r\nb", "a b", "{tag}x", "../admin", "a*", "x\u{0}y"] {
+        for bad in [
+            "", &long, "a\r\nb", "a b", "{tag}x", "../admin", "a*", "x\u{0}y",
+        ] {
             assert!(check(bad, 128).is_err(), "{bad:?}");
         }
     }

@@ -107,7 +107,6 @@ impl<K> LockLayer<K> {
             }),
         }
     }
-
 }
 
 impl<K: Clone> LockLayer<K> {

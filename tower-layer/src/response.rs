@@ -92,7 +92,9 @@ impl fmt::Display for Rejection {
             Self::Busy { key, .. } => write!(f, "`{key}` is locked by another request"),
             Self::InvalidKey { reason } => write!(f, "bad lock key: {reason}"),
             Self::Unavailable { error } => write!(f, "locking unavailable: {error}"),
-            Self::Lost { key } => write!(f, "the lock on `{key}` was lost; the request was stopped"),
+            Self::Lost { key } => {
+                write!(f, "the lock on `{key}` was lost; the request was stopped")
+            }
         }
     }
 }
@@ -185,7 +187,10 @@ impl Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        headers.insert("grpc-status", HeaderValue::from(u16::from(self.grpc_code())));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_code())),
+        );
         let mut message = self.to_string();
         if let Some(secs) = self.retry_after_secs() {
             message.push_str(&format!(" (retry after {secs}s)"));

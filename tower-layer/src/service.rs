@@ -85,7 +85,9 @@ where
         };
         let protocol = Protocol::of(&req);
         if let Err(reason) = key::check(&key, self.config.max_key_len) {
-            let answer = self.config.answer(&Rejection::InvalidKey { reason }, protocol);
+            let answer = self
+                .config
+                .answer(&Rejection::InvalidKey { reason }, protocol);
             return ResponseFuture::answered(answer);
         }
         // The inner service was made ready by `poll_ready`: hand that one to the future and
@@ -112,7 +114,8 @@ async fn run_locked<S, K, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    let reject = |rejection: Rejection| Ok(crate::future::message(config.answer(&rejection, protocol)));
+    let reject =
+        |rejection: Rejection| Ok(crate::future::message(config.answer(&rejection, protocol)));
     let mut request = config
         .client
         .lock(format!("{}{key}", config.namespace))
