@@ -1,0 +1,85 @@
+//! Per-account payments behind `distlock-tower`: one payment per account at a time, across
+//! every instance of the service. The key is the `{account}` path parameter.
+//!
+//! ```text
+//! cargo run -p examples --example axum             # serve, pay twice at once, print, exit
+//! cargo run -p examples --example axum -- --serve  # keep serving on 127.0.0.1:3000
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run -p examples --example axum
+//! ```
+//! Then, while serving: `curl -X POST localhost:3000/accounts/42/payments`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use distlock::LockClient;
+use distlock_tower::{LockLayer, PathParam};
+
+async fn pay(Path(account): Path<String>) -> String {
+    // The payment: read the balance, call the bank, write the ledger. No other request for
+    // this account runs meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("paid from account {account}\n")
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let locks = match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            println!("backend: Redis at {url}");
+            LockClient::connect(&url).await?
+        }
+        Err(_) => {
+            println!("backend: in-process (set REDIS_URL=redis://127.0.0.1:6379 to use Redis)");
+            LockClient::memory()
+        }
+    };
+
+    let app = Router::new()
+        .route("/accounts/{account}/payments", post(pay))
+        // route_layer: path parameters are known once the route matched.
+        .route_layer(
+            LockLayer::new(locks, PathParam::new("account"))
+                .namespace("payments:")
+                .ttl(Duration::from_secs(10)),
+        )
+        .route("/health", get(|| async { "ok\n" }));
+
+    let serve = std::env::args().any(|a| a == "--serve");
+    let addr = if serve { "127.0.0.1:3000" } else { "127.0.0.1:0" };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    if serve {
+        server.await??;
+        return Ok(());
+    }
+
+    // Two payments from account 42 at once, and one from account 7.
+    let http = reqwest::Client::new();
+    let pay = |account: &'static str| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("http://{addr}/accounts/{account}/payments"))
+                .send()
+                .await?;
+            let status = response.status();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| format!(" (Retry-After: {}s)", v.to_str().unwrap_or("?")))
+                .unwrap_or_default();
+            let body = response.text().await?;
+            Ok::<_, reqwest::Error>(format!("account {account}: {status}{retry} {}", body.trim()))
+        }
+    };
+    let (first, second, other) = tokio::join!(pay("42"), pay("42"), pay("7"));
+    for line in [first?, second?, other?] {
+        println!("{line}");
+    }
+    println!("after the first finished: {}", pay("42").await?);
+    Ok(())
+}
