@@ -47,7 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .route("/health", get(|| async { "ok\n" }));
 
     let serve = std::env::args().any(|a| a == "--serve");
-    let addr = if serve { "127.0.0.1:3000" } else { "127.0.0.1:0" };
+    let addr = if serve {
+        "127.0.0.1:3000"
+    } else {
+        "127.0.0.1:0"
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
@@ -73,7 +77,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .map(|v| format!(" (Retry-After: {}s)", v.to_str().unwrap_or("?")))
                 .unwrap_or_default();
             let body = response.text().await?;
-            Ok::<_, reqwest::Error>(format!("account {account}: {status}{retry} {}", body.trim()))
+            Ok::<_, reqwest::Error>(format!(
+                "account {account}: {status}{retry} {}",
+                body.trim()
+            ))
         }
     };
     let (first, second, other) = tokio::join!(pay("42"), pay("42"), pay("7"));

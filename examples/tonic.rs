@@ -67,7 +67,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     );
     println!("gRPC server on {addr}");
 
-    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
     let call = |account: &'static str| {
         let mut grpc = HealthClient::new(channel.clone());
         async move {
