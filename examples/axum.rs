@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use distlock::LockClient;
 use distlock_tower::{LockLayer, PathParam};
 
 async fn pay(Path(account): Path<String>) -> String {
@@ -25,16 +24,7 @@ async fn pay(Path(account): Path<String>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let locks = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            println!("backend: Redis at {url}");
-            LockClient::connect(&url).await?
-        }
-        Err(_) => {
-            println!("backend: in-process (set REDIS_URL=redis://127.0.0.1:6379 to use Redis)");
-            LockClient::memory()
-        }
-    };
+    let locks = examples::client_from_env().await?;
 
     let app = Router::new()
         .route("/accounts/{account}/payments", post(pay))

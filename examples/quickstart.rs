@@ -7,21 +7,11 @@
 
 use std::time::Duration;
 
-use distlock::{LockClient, LockError};
+use distlock::LockError;
 
 #[tokio::main]
 async fn main() -> Result<(), LockError> {
-    let client = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            let client = LockClient::connect(&url).await?;
-            println!("backend: Redis at {url}");
-            client
-        }
-        Err(_) => {
-            println!("backend: in-process (set REDIS_URL=redis://127.0.0.1:6379 to use Redis)");
-            LockClient::memory()
-        }
-    };
+    let client = examples::client_from_env().await?;
 
     // 1. Take a lock. The watchdog renews it every ttl/3 while the guard lives.
     let guard = client

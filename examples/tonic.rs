@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use distlock::LockClient;
 use distlock_tower::{GrpcMetadata, LockLayer};
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
@@ -42,16 +41,7 @@ impl Health for Ledger {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let locks = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            println!("backend: Redis at {url}");
-            LockClient::connect(&url).await?
-        }
-        Err(_) => {
-            println!("backend: in-process (set REDIS_URL=redis://127.0.0.1:6379 to use Redis)");
-            LockClient::memory()
-        }
-    };
+    let locks = examples::client_from_env().await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

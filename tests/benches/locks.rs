@@ -11,15 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use distlock::LockClient;
-use distlock_tests::RedisServer;
+use distlock_tests::{RedisServer, latency_histogram, run_rounds};
 use hdrhistogram::Histogram;
 
 fn micros(h: &Histogram<u64>, q: f64) -> String {
     format!("{:.0}", h.value_at_quantile(q) as f64 / 1000.0)
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
 fn main() {
@@ -62,7 +58,7 @@ async fn run() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut ping = hist();
+    let mut ping = latency_histogram();
     for i in 0..20_000 {
         let t = Instant::now();
         let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
@@ -78,7 +74,7 @@ async fn run() {
 
     // 2. Uncontended acquire + release, one client; server time per pair from commandstats.
     let client = LockClient::connect(&server.url()).await.unwrap();
-    let mut pair = hist();
+    let mut pair = latency_histogram();
     let pairs = 20_000u32;
     for i in 0..pairs + 1000 {
         if i == 1000 {
@@ -109,60 +105,34 @@ async fn run() {
 
     // 3a. The transport's ceiling: 64 tasks each sending two PINGs in turn on one
     //     multiplexed connection (what a pair costs without any lock logic).
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..64 {
+    let (total, wall) = run_rounds(64, phase, move |_| {
         let mut conn = conn.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
-                let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
-                n += 1;
-            }
-            n
-        }));
-    }
-    let started = Instant::now();
-    tokio::time::sleep(phase).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
+        async move {
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+        }
+    })
+    .await;
     println!(
         "64 tasks, 2 PINGs each (transport):    {:.0} pairs/s",
-        total as f64 / started.elapsed().as_secs_f64()
+        total as f64 / wall.as_secs_f64()
     );
 
     // 3b. 64 tasks on distinct keys, one client.
     server.cmd::<()>(&["CONFIG", "RESETSTAT"]);
     let cpu_before = redis_cpu(&server);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..64 {
+    let keys: Arc<Vec<String>> = Arc::new((0..64).map(|t| format!("bench:distinct:{t}")).collect());
+    let (total, wall) = run_rounds(64, phase, {
         let client = client.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let key = format!("bench:distinct:{t}");
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let guard = client.lock(key.as_str()).await.unwrap();
+        move |t| {
+            let (client, keys) = (client.clone(), keys.clone());
+            async move {
+                let guard = client.lock(keys[t].as_str()).await.unwrap();
                 guard.release().await.unwrap();
-                n += 1;
             }
-            n
-        }));
-    }
-    let started = Instant::now();
-    tokio::time::sleep(phase).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
-    let wall = started.elapsed();
+        }
+    })
+    .await;
     let loaded_usec = script_usec(&server);
     let cpu = redis_cpu(&server) - cpu_before;
     println!(
@@ -210,7 +180,7 @@ async fn contended(server: &RedisServer, phase: Duration, clients: usize) {
         let client = handles[t % clients].clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let mut waits = hist();
+            let mut waits = latency_histogram();
             let mut held = Duration::ZERO;
             let mut count = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -233,7 +203,7 @@ async fn contended(server: &RedisServer, phase: Duration, clients: usize) {
     let started = Instant::now();
     tokio::time::sleep(phase).await;
     stop.store(true, Ordering::Relaxed);
-    let mut waits = hist();
+    let mut waits = latency_histogram();
     let mut held = Duration::ZERO;
     let mut counts = Vec::new();
     for t in tasks {

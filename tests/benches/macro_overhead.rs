@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use distlock::{LockClient, LockError, distributed_lock};
-use distlock_tests::RedisServer;
+use distlock_tests::{RedisServer, latency_histogram};
 use hdrhistogram::Histogram;
 
 #[distributed_lock(key = "bench:{id}", client = locks, ttl = "30s")]
@@ -30,7 +30,7 @@ where
     F: FnMut(u32) -> Fut,
     Fut: std::future::Future<Output = Result<u32, LockError>>,
 {
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut h = latency_histogram();
     for i in 0..calls + 1000 {
         let t = Instant::now();
         f(i % 16).await.unwrap();

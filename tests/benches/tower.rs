@@ -14,9 +14,8 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
 use distlock::LockClient;
-use distlock_tests::RedisServer;
+use distlock_tests::{RedisServer, latency_histogram};
 use distlock_tower::{LockLayer, PathParam};
-use hdrhistogram::Histogram;
 
 async fn hello(Path(id): Path<u32>) -> String {
     format!("hello {id}")
@@ -40,7 +39,7 @@ async fn load(label: &str, addr: SocketAddr, phase: Duration) {
                 .build()
                 .unwrap();
             let url = format!("http://{addr}/hello/{conn}");
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+            let mut h = latency_histogram();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let response = http.get(&url).send().await.unwrap();
@@ -54,7 +53,7 @@ async fn load(label: &str, addr: SocketAddr, phase: Duration) {
     let started = Instant::now();
     tokio::time::sleep(phase).await;
     stop.store(true, Ordering::Relaxed);
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut all = latency_histogram();
     for t in tasks {
         all.add(t.await.unwrap()).unwrap();
     }

@@ -225,6 +225,70 @@ impl Drop for RedisServer {
     }
 }
 
+impl RedisServer {
+    /// A lock client for this server whose commands give up after `timeout` (fault tests
+    /// stop the server and expect prompt errors).
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot be reached.
+    pub async fn client_with_timeout(&self, timeout: Duration) -> distlock::LockClient {
+        distlock::LockClient::builder()
+            .url(self.url())
+            .command_timeout(timeout)
+            .build()
+            .await
+            .expect("connect to the test redis-server")
+    }
+}
+
+/// A latency histogram from 1 ns to 60 s, 3 significant digits.
+///
+/// # Panics
+///
+/// Never: the bounds are valid.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// Runs `tasks` tasks for `phase`, each calling `round(task index)` in a loop; returns how
+/// many rounds completed in all and the wall time.
+///
+/// # Panics
+///
+/// When a task panics.
+pub async fn run_rounds<F, Fut>(tasks: usize, phase: Duration, round: F) -> (u64, Duration)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let (stop, round) = (stop.clone(), round.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    round(i).await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(phase).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for handle in handles {
+        total += handle.await.expect("benchmark task");
+    }
+    (total, started.elapsed())
+}
+
 /// A loopback port nobody listens on right now.
 ///
 /// # Panics

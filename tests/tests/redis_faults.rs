@@ -225,12 +225,7 @@ async fn a_paused_server_shorter_than_the_ttl_loses_nothing() {
 #[tokio::test]
 async fn a_paused_server_longer_than_the_ttl_is_reported_by_the_deadline() {
     let server = RedisServer::start();
-    let client = LockClient::builder()
-        .url(server.url())
-        .command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
+    let client = server.client_with_timeout(Duration::from_millis(300)).await;
     let ttl = Duration::from_millis(900);
     let acquired_at = Instant::now();
     let guard = client.lock("stalled").ttl(ttl).await.unwrap();

@@ -321,12 +321,7 @@ async fn rejections_can_be_customised(env: &Env) {
 #[tokio::test]
 async fn a_backend_that_is_down_answers_503_or_fails_open() {
     let mut server = distlock_tests::RedisServer::start();
-    let client = LockClient::builder()
-        .url(server.url())
-        .command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
+    let client = server.client_with_timeout(Duration::from_millis(300)).await;
     let closed = serve(app(LockLayer::new(client.clone(), PathParam::new("id")))).await;
     let open = serve(app(
         LockLayer::new(client, PathParam::new("id")).fail_open(true)

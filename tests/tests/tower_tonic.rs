@@ -182,12 +182,7 @@ async fn a_lost_lease_aborts_the_call(env: &Env) {
 #[tokio::test]
 async fn a_backend_that_is_down_answers_unavailable() {
     let mut server = distlock_tests::RedisServer::start();
-    let client = LockClient::builder()
-        .url(server.url())
-        .command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
+    let client = server.client_with_timeout(Duration::from_millis(300)).await;
     let addr = serve(layer(client)).await;
     let mut grpc = connect(addr).await;
     server.kill();
