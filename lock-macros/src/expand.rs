@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{
-    Expr, ExprAsync, FnArg, GenericArgument, ItemFn, LitStr, Pat, PathArguments, ReturnType, Stmt,
+    Expr, ExprAsync, FnArg, Ident, GenericArgument, ItemFn, LitStr, Pat, PathArguments, ReturnType, Stmt,
     Type, TypeParamBound,
 };
 
@@ -278,8 +278,18 @@ fn key_expr(lit: &LitStr, params: &[String], args: &Args) -> syn::Result<TokenSt
                     ));
                 }
                 let expr: Expr = LitStr::new(&path.join("."), lit.span()).parse()?;
+                // A type named after the placeholder (`order·id`), so that a value that is
+                // not `Display` gets an error naming the placeholder it came from.
+                let marker = Ident::new(&path.join("\u{b7}"), lit.span());
                 pushes.push(quote_spanned! {lit.span()=>
-                    #krate::__private::push_key_part(&mut __distlock_key, &(#expr));
+                    {
+                        #[allow(dead_code, non_camel_case_types)]
+                        struct #marker {}
+                        #krate::__private::push_key_part::<#marker, _>(
+                            &mut __distlock_key,
+                            &(#expr),
+                        );
+                    }
                 });
             }
         }

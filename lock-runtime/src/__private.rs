@@ -70,18 +70,19 @@ impl<T, E: From<LockError>> LockResult for Result<T, E> {
 
 pub use crate::context::default_client;
 
-/// A value usable in a key template.
+/// A value usable in a key template; `P` is a marker type named after the placeholder, so
+/// the error for a value that is not `Display` names it.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be used in a lock key template: it does not implement `Display`",
-    label = "this placeholder's value must implement `std::fmt::Display`",
-    note = "key placeholders are formatted with `Display`; use a field that implements it, or implement `Display` for `{Self}`"
+    message = "the key placeholder `{{{P}}}` needs a `Display` value, and `{Self}` is not `Display`",
+    label = "`{{{P}}}` is not `Display`",
+    note = "placeholders are formatted with `Display` (`·` stands for the `.` of the template): use a field that implements it, or implement `Display` for `{Self}`"
 )]
-pub trait KeyPart {
+pub trait KeyPart<P> {
     /// Appends the value to the key.
     fn push_to(&self, key: &mut String);
 }
 
-impl<T: std::fmt::Display + ?Sized> KeyPart for T {
+impl<T: std::fmt::Display + ?Sized, P> KeyPart<P> for T {
     fn push_to(&self, key: &mut String) {
         use std::fmt::Write;
         let _ = write!(key, "{self}");
@@ -89,7 +90,7 @@ impl<T: std::fmt::Display + ?Sized> KeyPart for T {
 }
 
 /// Appends one placeholder's value to the key being built.
-pub fn push_key_part<T: KeyPart + ?Sized>(key: &mut String, value: &T) {
+pub fn push_key_part<P, T: KeyPart<P> + ?Sized>(key: &mut String, value: &T) {
     value.push_to(key);
 }
 

@@ -103,6 +103,20 @@ async fn run() {
         server_usec / f64::from(pairs)
     );
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("distinct") {
+        let keys: Arc<Vec<String>> = Arc::new((0..64).map(|t| format!("bench:distinct:{t}")).collect());
+        let (total, wall) = run_rounds(64, phase, move |t| {
+            let (client, keys) = (client.clone(), keys.clone());
+            async move {
+                let guard = client.lock(keys[t].as_str()).await.unwrap();
+                guard.release().await.unwrap();
+            }
+        })
+        .await;
+        println!("64 tasks, distinct keys: {:.0} pairs/s", total as f64 / wall.as_secs_f64());
+        return;
+    }
+
     // 3a. The transport's ceiling: 64 tasks each sending two PINGs in turn on one
     //     multiplexed connection (what a pair costs without any lock logic).
     let (total, wall) = run_rounds(64, phase, move |_| {
