@@ -4,8 +4,8 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{
-    Expr, ExprAsync, FnArg, Ident, GenericArgument, ItemFn, LitStr, Pat, PathArguments, ReturnType, Stmt,
-    Type, TypeParamBound,
+    Expr, ExprAsync, FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PathArguments, ReturnType,
+    Stmt, Type, TypeParamBound,
 };
 
 use crate::args::{Args, OnLost};

@@ -31,6 +31,32 @@
 //! # }
 //! ```
 //!
+//! # One job at a time: `#[distributed_lock]`
+//!
+//! ```
+//! use distlock::{LockClient, LockError, distributed_lock};
+//!
+//! struct Invoice {
+//!     id: u64,
+//! }
+//!
+//! #[distributed_lock(key = "invoice:{invoice.id}", ttl = "10s", wait = "2s")]
+//! async fn settle(invoice: &Invoice) -> Result<u64, LockError> {
+//!     // Runs while the lock is held (and renewed); the fence goes along with every write.
+//!     Ok(distlock::current().expect("held").fencing_token())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), LockError> {
+//! distlock::set_default_client(LockClient::memory());
+//! let fence = settle(&Invoice { id: 42 }).await?;
+//! # assert!(fence > 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See [`distributed_lock`] for the arguments and the compile-time checks.
+//!
 //! # The protocol
 //!
 //! A lock is the key `prefix + key` holding `"<state><token>:<fence>:<host>/<pid>/<ms>"`,

@@ -104,7 +104,8 @@ async fn run() {
     );
 
     if std::env::var("BENCH_ONLY").as_deref() == Ok("distinct") {
-        let keys: Arc<Vec<String>> = Arc::new((0..64).map(|t| format!("bench:distinct:{t}")).collect());
+        let keys: Arc<Vec<String>> =
+            Arc::new((0..64).map(|t| format!("bench:distinct:{t}")).collect());
         let (total, wall) = run_rounds(64, phase, move |t| {
             let (client, keys) = (client.clone(), keys.clone());
             async move {
@@ -113,7 +114,10 @@ async fn run() {
             }
         })
         .await;
-        println!("64 tasks, distinct keys: {:.0} pairs/s", total as f64 / wall.as_secs_f64());
+        println!(
+            "64 tasks, distinct keys: {:.0} pairs/s",
+            total as f64 / wall.as_secs_f64()
+        );
         return;
     }
 

@@ -237,3 +237,36 @@ async fn a_paused_server_longer_than_the_ttl_is_reported_by_the_deadline() {
     assert!(at <= ttl, "reported at {at:?}, after the lease itself");
     server.resume();
 }
+
+#[tokio::test]
+async fn renewals_are_batched_into_one_call_per_tick() {
+    let server = RedisServer::start();
+    let client = LockClient::connect(&server.url()).await.unwrap();
+    let mut guards = Vec::new();
+    for i in 0..50 {
+        guards.push(
+            client
+                .lock(format!("batch:{i}"))
+                .ttl(Duration::from_millis(900))
+                .await
+                .unwrap(),
+        );
+    }
+    server.cmd::<()>(&["CONFIG", "RESETSTAT"]);
+    // ~4 renewal ticks (every 300 ms) for 50 locks.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let stats: String = server.cmd(&["INFO", "commandstats"]);
+    let calls: u64 = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(calls >= 3, "renewals happened: {calls} calls");
+    assert!(
+        calls <= 12,
+        "one call per tick for all 50 locks, not one per lock: {calls} calls"
+    );
+    assert!(guards.iter().all(|g| g.is_held()));
+}
