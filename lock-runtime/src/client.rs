@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, MemoryBackend, RedisBackend};
+use crate::backend::{Backend, MemoryBackend, RedisBackend, RedlockBackend};
 use crate::key::{validate_key, validate_ttl};
 use crate::token::waiter_id;
 use crate::waiter::Gates;
@@ -310,6 +310,7 @@ pub struct LockClientBuilder {
     prefix: String,
     default_ttl: Duration,
     command_timeout: Duration,
+    quarantine: Option<Duration>,
     target: Target,
 }
 
@@ -317,6 +318,7 @@ pub struct LockClientBuilder {
 enum Target {
     None,
     Url(String),
+    Redlock(Vec<String>),
     Memory(MemoryStore),
 }
 
@@ -326,6 +328,7 @@ impl Default for LockClientBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
             default_ttl: DEFAULT_TTL,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            quarantine: None,
             target: Target::None,
         }
     }
@@ -341,6 +344,45 @@ impl LockClientBuilder {
     /// ```
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.target = Target::Url(url.into());
+        self
+    }
+
+    /// Use Redlock over several independent Redis primaries (not replicas of each other, not
+    /// a Cluster): a lock is held when a majority of them grant it. See the
+    /// [guarantees](crate::guarantees) for what that does and does not promise; fencing
+    /// tokens are then per-node server clocks, not one counter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder().redlock([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    ///     "redis://10.0.0.3:6379",
+    /// ]);
+    /// ```
+    pub fn redlock<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.target = Target::Redlock(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Redlock only: how long a node that lost its data (restarted without persistence) is not
+    /// counted, so that every lock it forgot has expired first. Set it to your longest lease;
+    /// default: the default TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder()
+    ///     .redlock(["redis://a:6379", "redis://b:6379", "redis://c:6379"])
+    ///     .redlock_quarantine(std::time::Duration::from_secs(60));
+    /// ```
+    pub fn redlock_quarantine(mut self, quarantine: Duration) -> Self {
+        self.quarantine = Some(quarantine);
         self
     }
 
@@ -408,7 +450,8 @@ impl LockClientBuilder {
     ///
     /// [`LockError::InvalidDuration`] for a default lease out of range,
     /// [`LockError::InvalidKey`] for a prefix with control characters,
-    /// [`LockError::InvalidUrl`] when no backend was chosen or the URL is bad, and
+    /// [`LockError::InvalidUrl`] when no backend was chosen or the URL is bad,
+    /// [`LockError::Backend`] when fewer than a majority of Redlock nodes are reachable, and
     /// [`LockError::Backend`] when the server cannot be reached or refuses the credentials.
     ///
     /// # Cancel safety
@@ -439,6 +482,15 @@ impl LockClientBuilder {
             Target::Url(url) => {
                 Backend::Redis(RedisBackend::connect(&url, self.command_timeout).await?)
             }
+            Target::Redlock(urls) => Backend::Redlock(
+                RedlockBackend::connect(
+                    &urls,
+                    self.command_timeout,
+                    &self.prefix,
+                    self.quarantine.unwrap_or(self.default_ttl),
+                )
+                .await?,
+            ),
             Target::Memory(store) => Backend::Memory(MemoryBackend::new(store)),
         };
         Ok(LockClient::from_parts(

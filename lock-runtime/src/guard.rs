@@ -11,7 +11,7 @@ use crate::key::validate_ttl;
 use crate::token::Token;
 use crate::waiter::GatePass;
 use crate::watchdog::Lease;
-use crate::{LockClient, LockError};
+use crate::{BackendErrorKind, LockClient, LockError};
 
 /// A held lock. Renewed by the client's watchdog while it lives (unless the request turned
 /// the watchdog off); released by [`release`](Self::release), or in the background when
@@ -216,13 +216,20 @@ impl LockGuard {
                 ttl,
             }])
             .await?;
-        if renewed.first() == Some(&true) {
-            self.lease.renewed(sent, ttl);
-            self.client.inner.watchdog.rescheduled(self.id, sent, ttl);
-            Ok(())
-        } else {
-            self.lease.mark_lost();
-            Err(self.lost_error())
+        match renewed.first() {
+            Some(Some(true)) => {
+                self.lease.renewed(sent, ttl);
+                self.client.inner.watchdog.rescheduled(self.id, sent, ttl);
+                Ok(())
+            }
+            Some(None) => Err(LockError::backend(
+                BackendErrorKind::Connection,
+                "too few Redlock nodes answered to extend the lease",
+            )),
+            _ => {
+                self.lease.mark_lost();
+                Err(self.lost_error())
+            }
         }
     }
 

@@ -73,6 +73,7 @@ mod backend;
 mod client;
 mod context;
 mod error;
+pub mod guarantees;
 mod guard;
 mod key;
 mod request;

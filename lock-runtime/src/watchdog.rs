@@ -307,7 +307,7 @@ async fn renew(inner: Arc<Inner>, due: Vec<(u64, Arc<Lease>)>) {
         Ok(renewed) => due
             .iter()
             .zip(renewed)
-            .map(|((id, _), ok)| (*id, Some(ok)))
+            .map(|((id, _), outcome)| (*id, outcome))
             .collect(),
         Err(err) => {
             tracing::debug!(%err, locks = due.len(), "renewal failed; retrying until the lease deadline");

@@ -13,9 +13,11 @@ use crate::{LockError, LockInfo};
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+pub(crate) mod redlock;
 
 pub(crate) use self::memory::MemoryBackend;
 pub(crate) use self::redis::RedisBackend;
+pub(crate) use self::redlock::RedlockBackend;
 
 /// The outcome of one acquire attempt.
 #[derive(Debug)]
@@ -74,6 +76,7 @@ impl Wakeups {
 #[derive(Debug)]
 pub(crate) enum Backend {
     Redis(RedisBackend),
+    Redlock(RedlockBackend),
     Memory(MemoryBackend),
 }
 
@@ -94,6 +97,7 @@ impl Backend {
     ) -> Result<Attempt, LockError> {
         match self {
             Self::Redis(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
+            Self::Redlock(b) => b.acquire(key, user_key, token, owner, ttl).await,
             Self::Memory(b) => Ok(b.acquire(key, token, owner, ttl, waiter)),
         }
     }
@@ -101,21 +105,30 @@ impl Backend {
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         match self {
             Self::Redis(b) => b.release(key, token).await,
+            Self::Redlock(b) => b.release(key, token).await,
             Self::Memory(b) => Ok(b.release(key, token)),
         }
     }
 
-    /// One round trip for the whole batch; one bool per entry, true when renewed.
-    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
+    /// One round trip (per server) for the whole batch; per entry `Some(true)` renewed,
+    /// `Some(false)` not held by that token any more, `None` unknown (Redlock without a
+    /// majority either way).
+    pub(crate) async fn renew(
+        &self,
+        batch: &[Renewal<'_>],
+    ) -> Result<Vec<Option<bool>>, LockError> {
+        let known = |v: Vec<bool>| v.into_iter().map(Some).collect();
         match self {
-            Self::Redis(b) => b.renew(batch).await,
-            Self::Memory(b) => Ok(b.renew(batch)),
+            Self::Redis(b) => b.renew(batch).await.map(known),
+            Self::Redlock(b) => Ok(b.renew(batch).await),
+            Self::Memory(b) => Ok(known(b.renew(batch))),
         }
     }
 
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
         match self {
             Self::Redis(b) => b.inspect(key).await,
+            Self::Redlock(b) => b.inspect(key).await,
             Self::Memory(b) => Ok(b.inspect(key)),
         }
     }
@@ -124,7 +137,8 @@ impl Backend {
     /// subscription is in place, so a release after this call is never missed.
     pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
         match self {
-            Self::Redis(b) => b.subscribe(key, waiter).await,
+            Self::Redis(b) => b.subscribe(key, waiter, None).await,
+            Self::Redlock(b) => b.subscribe(key, waiter).await,
             Self::Memory(b) => Ok(b.subscribe(key)),
         }
     }

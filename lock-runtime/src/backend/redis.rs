@@ -43,6 +43,19 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     pub(crate) async fn connect(url: &str, command_timeout: Duration) -> Result<Self, LockError> {
+        Self::open(url, command_timeout, true).await
+    }
+
+    /// Like [`connect`](Self::connect), but the first connection is made on first use (a
+    /// Redlock node that is down at startup).
+    pub(crate) async fn connect_lazy(
+        url: &str,
+        command_timeout: Duration,
+    ) -> Result<Self, LockError> {
+        Self::open(url, command_timeout, false).await
+    }
+
+    async fn open(url: &str, command_timeout: Duration, eager: bool) -> Result<Self, LockError> {
         let redacted = redact_url(url);
         if url.starts_with("rediss://") && !cfg!(feature = "tls") {
             return Err(LockError::InvalidUrl {
@@ -59,9 +72,12 @@ impl RedisBackend {
             .set_response_timeout(Some(command_timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|e| with_url(LockError::from_redis(e), &redacted))?;
+        let conn = if eager {
+            ConnectionManager::new_with_config(client.clone(), config).await
+        } else {
+            ConnectionManager::new_lazy_with_config(client.clone(), config)
+        }
+        .map_err(|e| with_url(LockError::from_redis(e), &redacted))?;
         Ok(Self {
             client,
             conn,
@@ -79,37 +95,52 @@ impl RedisBackend {
         ttl: Duration,
         waiter: &str,
     ) -> Result<Attempt, LockError> {
-        let reply: Vec<redis::Value> = ACQUIRE
-            .key(key)
-            .arg(token.as_str())
+        let mut call = ACQUIRE.key(key);
+        call.arg(token.as_str())
             .arg(millis(ttl))
             .arg(owner)
-            .arg(waiter)
+            .arg(waiter);
+        let reply: Vec<redis::Value> = call
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(LockError::from_redis)?;
-        let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).ok();
-        match reply.as_slice() {
-            [status, fence] if int(status) == Some(1) => {
-                let fence = redis::from_redis_value_ref::<String>(fence)
-                    .ok()
-                    .and_then(|f| f.parse().ok())
-                    .ok_or_else(|| {
-                        LockError::backend(
-                            BackendErrorKind::Server,
-                            "the acquire script answered without a fence",
-                        )
-                    })?;
-                Ok(Attempt::Acquired { fence })
-            }
-            [status, pttl] if int(status) == Some(0) => Ok(Attempt::Busy {
-                pttl: int(pttl)
-                    .and_then(|p| u64::try_from(p).ok())
-                    .map(Duration::from_millis),
-            }),
-            _ => Err(LockError::KeyConflict {
-                key: user_key.to_owned(),
-            }),
+        parse_attempt(&reply, user_key)
+    }
+
+    /// An acquire that also reports how long this node has kept its data: `(attempt, boot
+    /// marker, server clock)`, both in microseconds. For Redlock; never queues.
+    pub(crate) async fn acquire_with_boot(
+        &self,
+        key: &str,
+        user_key: &str,
+        token: &Token,
+        owner: &str,
+        ttl: Duration,
+        boot_key: &str,
+    ) -> Result<(Attempt, u64, u64), LockError> {
+        let mut call = ACQUIRE.key(key);
+        call.key(boot_key)
+            .arg(token.as_str())
+            .arg(millis(ttl))
+            .arg(owner)
+            .arg("");
+        let reply: Vec<redis::Value> = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(LockError::from_redis)?;
+        let attempt = parse_attempt(&reply, user_key)?;
+        let micros = |i: usize| {
+            reply
+                .get(i)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        match (micros(2), micros(3)) {
+            (Some(boot), Some(now)) => Ok((attempt, boot, now)),
+            _ => Err(LockError::backend(
+                BackendErrorKind::Server,
+                "the acquire script answered without the node's boot marker",
+            )),
         }
     }
 
@@ -130,6 +161,9 @@ impl RedisBackend {
     }
 
     pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut call = RENEW.prepare_invoke();
         for r in batch {
             call.key(r.key).arg(r.token.as_str()).arg(millis(r.ttl));
@@ -154,9 +188,14 @@ impl RedisBackend {
         Ok(value.and_then(|v| parse_value(&v, ttl)))
     }
 
-    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+    pub(crate) async fn subscribe(
+        &self,
+        key: &str,
+        waiter: &str,
+        shared: Option<Arc<Notify>>,
+    ) -> Result<Wakeups, LockError> {
         let notices = self.notices(waiter).await?;
-        let notify = notices.join(key).await.inspect_err(|_| {
+        let notify = notices.join(key, shared).await.inspect_err(|_| {
             notices.alive.store(false, Ordering::Release);
         })?;
         let interest = Interest {
@@ -192,7 +231,9 @@ impl RedisBackend {
                     return;
                 };
                 // A notice names the client the lock is reserved for; the others stay asleep.
-                if msg.get_payload_bytes() != me.as_slice() {
+                // An empty one is for anyone.
+                let payload = msg.get_payload_bytes();
+                if !payload.is_empty() && payload != me.as_slice() {
                     continue;
                 }
                 if let Some(channel) = notices.lock().get(msg.get_channel_name()) {
@@ -209,6 +250,33 @@ impl RedisBackend {
         });
         *slot = Some(notices.clone());
         Ok(notices)
+    }
+}
+
+/// Reads the acquire script's reply (see `scripts/acquire.lua`).
+fn parse_attempt(reply: &[redis::Value], user_key: &str) -> Result<Attempt, LockError> {
+    let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).ok();
+    match reply {
+        [status, fence, ..] if int(status) == Some(1) => {
+            let fence = redis::from_redis_value_ref::<String>(fence)
+                .ok()
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| {
+                    LockError::backend(
+                        BackendErrorKind::Server,
+                        "the acquire script answered without a fence",
+                    )
+                })?;
+            Ok(Attempt::Acquired { fence })
+        }
+        [status, pttl, ..] if int(status) == Some(0) => Ok(Attempt::Busy {
+            pttl: int(pttl)
+                .and_then(|p| u64::try_from(p).ok())
+                .map(Duration::from_millis),
+        }),
+        _ => Err(LockError::KeyConflict {
+            key: user_key.to_owned(),
+        }),
     }
 }
 
@@ -254,7 +322,7 @@ impl Notices {
 
     /// Counts one more waiter on `key`, subscribing first if the key is not subscribed yet;
     /// returns once the subscription is confirmed.
-    async fn join(&self, key: &str) -> Result<Arc<Notify>, LockError> {
+    async fn join(&self, key: &str, shared: Option<Arc<Notify>>) -> Result<Arc<Notify>, LockError> {
         let _changes = self.changes.lock().await;
         if let Some(channel) = self.lock().get_mut(key) {
             channel.interested += 1;
@@ -265,7 +333,7 @@ impl Notices {
             .subscribe(key)
             .await
             .map_err(LockError::from_redis)?;
-        let notify = Arc::new(Notify::new());
+        let notify = shared.unwrap_or_default();
         self.lock().insert(
             key.to_owned(),
             Channel {

@@ -6,9 +6,10 @@
 -- ARGV[3]  how long the lock stays reserved for the first queued client, in milliseconds
 --
 -- Value layouts are described in acquire.lua. Uncontended, the lock becomes a tombstone
--- carrying its fence and nothing is published. When clients were turned away, it is reserved
--- for the first of them (the rest stay queued) and a notice naming that client is published
--- on a channel named like the key.
+-- carrying its fence and nothing is published. When clients were queued, it is reserved for
+-- the first of them (the rest stay queued) and a notice naming that client is published on a
+-- channel named like the key. When someone asked for a notice without queueing (Redlock), it
+-- becomes a tombstone and an empty notice (for anyone) is published.
 --
 -- Reply: 2  released to the next queued client, notice published
 --        1  released
@@ -27,6 +28,11 @@ if state ~= 'W' then
   return 0
 end
 local bar = string.find(v, '|', 51, true)
+if not bar or bar == #v then
+  redis.call('SET', KEYS[1], 'T' .. fence, 'PX', ARGV[2])
+  redis.call('PUBLISH', KEYS[1], '')
+  return 2
+end
 local queue = string.sub(v, bar + 1)
 redis.call('SET', KEYS[1], 'R' .. fence .. queue, 'PX', ARGV[3])
 redis.call('PUBLISH', KEYS[1], string.match(queue, '^[^|]*'))

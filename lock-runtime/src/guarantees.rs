@@ -1,0 +1,87 @@
+//! What a distlock lock promises, per deployment, and when to use fencing tokens.
+//!
+//! A distributed lock built on leases is an agreement with a deadline: "this key is yours
+//! until the lease runs out, unless you renew it". Everything below follows from that.
+//!
+//! # Per deployment
+//!
+//! | deployment | builder | while Redis and the network behave | when things fail |
+//! |---|---|---|---|
+//! | one Redis server | [`LockClient::connect`](crate::LockClient::connect) | at most one holder per key | a server restart without persistence forgets every lock: holders learn it at their next renewal (within ttl/3) through [`LockGuard::lost`](crate::LockGuard::lost); until then two holders can overlap. Fencing tokens keep increasing across the restart (they come from the server clock). |
+//! | Redlock, N independent primaries | [`LockClientBuilder::redlock`](crate::LockClientBuilder::redlock) | at most one holder per key as long as a majority of nodes is up and keeps its data | survives a minority of nodes down. A node that restarts empty is not counted until the quarantine (your longest lease) has passed. Safety still rests on bounded clock drift and bounded pauses (below). Fencing tokens are the granting nodes' server clocks, so they only increase as long as those clocks agree to better than the time between two holders. |
+//! | in process | [`LockClient::memory`](crate::LockClient::memory) | exact, within one process | nothing outlives the process |
+//!
+//! # What no lease can promise
+//!
+//! A holder can be paused for longer than its lease — a stop-the-world pause, a swapped-out
+//! process, a VM migration, a slow network — and wake up still believing it holds the lock.
+//! By then the lease has run out and someone else holds it. No check the holder does before
+//! writing closes this gap completely: it can be paused between the check and the write.
+//!
+//! That is the heart of the argument Martin Kleppmann made against using Redlock for
+//! correctness: timing-based locks assume bounded pauses, bounded network delay and clocks
+//! that do not jump, and when those assumptions break, two holders can act at once.
+//! Salvatore Sanfilippo's answer was that Redlock's assumptions are the usual ones for any
+//! system with leases, that monotonic time and careful deployment (no clock jumps, delayed
+//! restarts) keep them true in practice, and that a lock service cannot fix a holder that
+//! ignores its lease anyway. Both are right about different things: Redlock (and any lease)
+//! is a fine *efficiency* lock — it keeps two workers from doing the same job most of the
+//! time — and on its own it is not a *correctness* lock for a resource that must never see
+//! two writers.
+//!
+//! distlock narrows the gap where it can: the local deadline is measured from before the
+//! acquire was sent and kept a drift margin short of the lease; an acquire whose answer comes
+//! back too late is released, not used; [`LockGuard::lost`](crate::LockGuard::lost) fires as
+//! soon as a renewal finds the lock gone or the deadline passes, and `#[distributed_lock]`
+//! drops the guarded body at that moment.
+//!
+//! # Fencing tokens close it
+//!
+//! Every acquisition carries a fencing token ([`LockGuard::fencing_token`](crate::LockGuard::fencing_token),
+//! [`current`](crate::current)) larger than every earlier one for the same key. Send it with
+//! every write to the protected resource, and have the resource remember the largest token it
+//! has accepted and refuse smaller ones (a conditional update, a `WHERE fence <= $1`, a
+//! compare-and-set). A holder that was paused past its lease then fails at the resource,
+//! however long it slept. Use fencing whenever a doubled write would be wrong rather than
+//! merely wasteful.
+//!
+//! On one Redis server the tokens come from the server clock in microseconds, raised above the
+//! last token the key still remembers, so they increase across releases, expiry and restarts.
+//! Under Redlock there is no single counter: each node derives its own, and the token handed
+//! out is the largest among the granting nodes. Prefer one server (with replicas for
+//! availability) when you rely on fencing.
+//!
+//! # Examples
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), distlock::LockError> {
+//! use std::sync::Mutex;
+//!
+//! /// A store that refuses writes older than the newest it has seen.
+//! struct FencedStore {
+//!     highest: Mutex<u64>,
+//! }
+//!
+//! impl FencedStore {
+//!     fn write(&self, fence: u64) -> bool {
+//!         let mut highest = self.highest.lock().unwrap();
+//!         if fence < *highest {
+//!             return false; // a holder whose lease ran out
+//!         }
+//!         *highest = fence;
+//!         true
+//!     }
+//! }
+//!
+//! let store = FencedStore { highest: Mutex::new(0) };
+//! let client = distlock::LockClient::memory();
+//! let old = client.lock("ledger").await?;
+//! let stale_fence = old.fencing_token();
+//! drop(old); // pretend it was paused past its lease
+//! let new = client.lock("ledger").wait(std::time::Duration::from_secs(1)).await?;
+//! assert!(store.write(new.fencing_token()));
+//! assert!(!store.write(stale_fence)); // the stale holder is refused
+//! # Ok(())
+//! # }
+//! ```
