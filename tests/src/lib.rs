@@ -3,7 +3,12 @@
 //! [`RedisServer::start`] runs a server with its own temporary directory and log file, waits
 //! until it answers, and stops it when dropped (printing its log if the test failed). Fault
 //! tests can [`kill`](RedisServer::kill), [`pause`](RedisServer::pause),
-//! [`resume`](RedisServer::resume) and [`restart`](RedisServer::restart) it.
+//! [`resume`](RedisServer::resume) and [`restart`](RedisServer::restart) it; a
+//! [`TcpProxy`] in front of it adds latency, blackholes and cut connections.
+
+mod proxy;
+
+pub use proxy::TcpProxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -287,6 +292,24 @@ where
         total += handle.await.expect("benchmark task");
     }
     (total, started.elapsed())
+}
+
+/// A fencing store, as a protected resource would be: writes `fence` to `key` unless a
+/// larger fence was written before. True when accepted.
+///
+/// # Panics
+///
+/// When the command fails.
+pub fn fenced_write(conn: &mut redis::Connection, key: &str, fence: u64) -> bool {
+    const SCRIPT: &str = "local seen = tonumber(redis.call('GET', KEYS[1]) or '0') \
+        if tonumber(ARGV[1]) < seen then return 0 end \
+        redis.call('SET', KEYS[1], ARGV[1]) return 1";
+    let accepted: i64 = redis::Script::new(SCRIPT)
+        .key(key)
+        .arg(fence.to_string())
+        .invoke(conn)
+        .expect("fenced write");
+    accepted == 1
 }
 
 /// A loopback port nobody listens on right now.
