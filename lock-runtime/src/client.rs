@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, MemoryBackend, RedisBackend, RedlockBackend};
+use crate::backend::{Backend, MemoryBackend, RedisBackend, RedlockBackend, SentinelBackend};
 use crate::key::{validate_key, validate_ttl};
 use crate::token::waiter_id;
 use crate::waiter::Gates;
@@ -311,6 +311,7 @@ pub struct LockClientBuilder {
     default_ttl: Duration,
     command_timeout: Duration,
     quarantine: Option<Duration>,
+    wait_replicas: Option<(usize, Duration)>,
     target: Target,
 }
 
@@ -319,6 +320,10 @@ enum Target {
     None,
     Url(String),
     Redlock(Vec<String>),
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+    },
     Memory(MemoryStore),
 }
 
@@ -329,6 +334,7 @@ impl Default for LockClientBuilder {
             default_ttl: DEFAULT_TTL,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             quarantine: None,
+            wait_replicas: None,
             target: Target::None,
         }
     }
@@ -383,6 +389,47 @@ impl LockClientBuilder {
     /// ```
     pub fn redlock_quarantine(mut self, quarantine: Duration) -> Self {
         self.quarantine = Some(quarantine);
+        self
+    }
+
+    /// Use the primary that Redis Sentinel names `master`, asking the sentinels at
+    /// `sentinel_urls`; the client follows failovers to the new primary. A lock the failover
+    /// lost (not yet replicated) is reported through [`LockGuard::lost`](crate::LockGuard::lost)
+    /// at the next renewal; see [`sentinel_wait_replicas`](Self::sentinel_wait_replicas) to
+    /// make locks survive it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder()
+    ///     .sentinel("mymaster", ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]);
+    /// ```
+    pub fn sentinel<I, U>(mut self, master: impl Into<String>, sentinel_urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.target = Target::Sentinel {
+            master: master.into(),
+            sentinels: sentinel_urls.into_iter().map(Into::into).collect(),
+        };
+        self
+    }
+
+    /// Sentinel only: an acquire succeeds only once `replicas` replicas acknowledged it
+    /// (`WAIT`) within `timeout`; otherwise it is released and fails. A lock acknowledged this
+    /// way survives a failover to one of those replicas. Keep `timeout` below the command
+    /// timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder()
+    ///     .sentinel("mymaster", ["redis://10.0.0.1:26379"])
+    ///     .sentinel_wait_replicas(1, std::time::Duration::from_millis(100));
+    /// ```
+    pub fn sentinel_wait_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.wait_replicas = Some((replicas, timeout));
         self
     }
 
@@ -488,6 +535,15 @@ impl LockClientBuilder {
                     self.command_timeout,
                     &self.prefix,
                     self.quarantine.unwrap_or(self.default_ttl),
+                )
+                .await?,
+            ),
+            Target::Sentinel { master, sentinels } => Backend::Sentinel(
+                SentinelBackend::connect(
+                    &master,
+                    &sentinels,
+                    self.command_timeout,
+                    self.wait_replicas,
                 )
                 .await?,
             ),

@@ -23,6 +23,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// A sentinel's configuration file (sentinels run `redis-server <config> --sentinel`).
+    sentinel_config: Option<String>,
 }
 
 const INSTALL_HINT: &str = "redis-server was not found on PATH. The distlock tests run against \
@@ -45,6 +47,35 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`].
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(extra, None)
+    }
+
+    /// Starts a replica of `primary`.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        Self::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()])
+    }
+
+    /// Starts a sentinel watching `primary` under the name `master` (quorum 1, down after
+    /// 500 ms).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_sentinel(master: &str, primary: &RedisServer) -> Self {
+        let config = format!(
+            "sentinel monitor {master} 127.0.0.1 {port} 1\n\
+             sentinel down-after-milliseconds {master} 500\n\
+             sentinel failover-timeout {master} 2000\n",
+            port = primary.port()
+        );
+        Self::launch(&[], Some(config))
+    }
+
+    fn launch(extra: &[&str], sentinel_config: Option<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("distlock-redis-")
             .tempdir()
@@ -54,6 +85,7 @@ impl RedisServer {
             port: 0,
             dir,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            sentinel_config,
         };
         // A free port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
@@ -67,9 +99,19 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
+        match &self.sentinel_config {
+            Some(config) => {
+                let path = self.dir.path().join("sentinel.conf");
+                std::fs::write(&path, config).expect("write sentinel.conf");
+                cmd.arg(path).arg("--sentinel");
+            }
+            None => {
+                cmd.args(["--save", "", "--appendonly", "no"]);
+            }
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")

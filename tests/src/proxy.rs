@@ -41,7 +41,9 @@ impl TcpProxy {
             .build()
             .expect("a runtime for the proxy");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        listener.set_nonblocking(true).expect("a non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
         let port = listener.local_addr().expect("proxy address").port();
         let state = Arc::new(State::default());
         let accept_state = state.clone();

@@ -29,13 +29,23 @@ async fn an_answer_later_than_the_lease_is_a_failure_not_a_lock() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LockError::Backend { kind: BackendErrorKind::Timeout, .. }),
+        matches!(
+            err,
+            LockError::Backend {
+                kind: BackendErrorKind::Timeout,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(client.held_locks(), 0);
     // Whatever landed is gone within the lease: a direct client gets the key.
     let direct = LockClient::connect(&server.url()).await.unwrap();
-    let _taken = direct.lock("slow").wait(Duration::from_secs(2)).await.unwrap();
+    let _taken = direct
+        .lock("slow")
+        .wait(Duration::from_secs(2))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -43,7 +53,11 @@ async fn a_blackhole_shorter_than_the_lease_loses_nothing() {
     let server = RedisServer::start();
     let proxy = TcpProxy::start(server.port());
     let client = client_via(&proxy, Duration::from_secs(2)).await;
-    let guard = client.lock("held").ttl(Duration::from_millis(1500)).await.unwrap();
+    let guard = client
+        .lock("held")
+        .ttl(Duration::from_millis(1500))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     proxy.blackhole(true);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -72,10 +86,17 @@ async fn a_blackhole_longer_than_the_lease_is_reported_before_anyone_else_holds(
         .await
         .expect("lost() fires");
     let lost_at = Instant::now();
-    assert!(lost_at - acquired <= ttl, "reported after the lease: {:?}", lost_at - acquired);
+    assert!(
+        lost_at - acquired <= ttl,
+        "reported after the lease: {:?}",
+        lost_at - acquired
+    );
     let (fence, other_at) = other.await.unwrap();
     assert!(fence.unwrap() > guard.fencing_token());
-    assert!(lost_at <= other_at, "another client held the lock before this one was told");
+    assert!(
+        lost_at <= other_at,
+        "another client held the lock before this one was told"
+    );
     proxy.blackhole(false);
 }
 
@@ -84,7 +105,11 @@ async fn cut_connections_are_reopened_and_renewals_go_on() {
     let server = RedisServer::start();
     let proxy = TcpProxy::start(server.port());
     let client = client_via(&proxy, Duration::from_secs(1)).await;
-    let guard = client.lock("reconnects").ttl(Duration::from_millis(1500)).await.unwrap();
+    let guard = client
+        .lock("reconnects")
+        .ttl(Duration::from_millis(1500))
+        .await
+        .unwrap();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         proxy.cut();
@@ -98,26 +123,55 @@ async fn cut_connections_are_reopened_and_renewals_go_on() {
 async fn a_holder_paused_past_its_lease_learns_it_before_its_next_write() {
     let server = RedisServer::start();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lock-holder"))
-        .args([server.url().as_str(), "ledger", "600", "fenced-writer", "store"])
+        .args([
+            server.url().as_str(),
+            "ledger",
+            "600",
+            "fenced-writer",
+            "store",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn lock-holder");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let child_fence: u64 = first.strip_prefix("acquired ").unwrap().parse().unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), format!("accepted {child_fence}"));
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        format!("accepted {child_fence}")
+    );
 
     // Freeze the holder past its lease; someone else takes over and writes.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let client = LockClient::connect(&server.url()).await.unwrap();
-    let guard = client.lock("ledger").wait(Duration::from_secs(5)).await.unwrap();
+    let guard = client
+        .lock("ledger")
+        .wait(Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(guard.fencing_token() > child_fence);
     let mut conn = server.conn();
-    assert!(distlock_tests::fenced_write(&mut conn, "store", guard.fencing_token()));
+    assert!(distlock_tests::fenced_write(
+        &mut conn,
+        "store",
+        guard.fencing_token()
+    ));
 
     // Thaw it: it must notice before writing, or have its stale write refused.
-    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let mut after = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();

@@ -87,7 +87,10 @@ async fn a_partial_acquisition_is_undone() {
     assert!(err.is_busy(), "{err}");
     // The third node granted it for a moment; it was given back (a tombstone remains).
     let value: Option<String> = nodes.0[2].cmd(&["GET", "distlock:contested"]);
-    assert!(value.as_deref().is_none_or(|v| v.starts_with('T')), "{value:?}");
+    assert!(
+        value.as_deref().is_none_or(|v| v.starts_with('T')),
+        "{value:?}"
+    );
     assert_eq!(client.held_locks(), 0);
 }
 
@@ -141,7 +144,10 @@ async fn nodes_that_lost_their_data_are_not_counted_until_the_quarantine_passed(
             Ok(guard) => break guard,
             Err(err) => assert!(err.is_busy() || err.is_backend(), "{err}"),
         }
-        assert!(restarted.elapsed() < Duration::from_secs(20), "never counted again");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "never counted again"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(next.is_held());

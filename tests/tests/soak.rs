@@ -41,18 +41,28 @@ fn parse(output: &str) -> Vec<Record> {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
 }
 
 #[test]
 fn soak_with_faults_keeps_exclusion_and_fencing() {
-    let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
     let server = RedisServer::start();
     let ttl_ms = 400;
     let mut workers: Vec<Child> = (0..3)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_soak-worker"))
-                .args([server.url().as_str(), "a,b", &seconds.to_string(), &ttl_ms.to_string()])
+                .args([
+                    server.url().as_str(),
+                    "a,b",
+                    &seconds.to_string(),
+                    &ttl_ms.to_string(),
+                ])
                 .stdout(Stdio::piped())
                 .spawn()
                 .expect("spawn soak-worker")
@@ -92,7 +102,12 @@ fn soak_with_faults_keeps_exclusion_and_fencing() {
     let mut records = Vec::new();
     for worker in &mut workers {
         let mut out = String::new();
-        worker.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        worker
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert!(worker.wait().unwrap().success());
         records.extend(parse(&out));
     }
@@ -108,7 +123,11 @@ fn soak_with_faults_keeps_exclusion_and_fencing() {
             }
         }
         // The store ends on the largest fence it accepted.
-        let accepted = records.iter().filter(|r| r.key == key && r.write == 'a').map(|r| r.fence).max();
+        let accepted = records
+            .iter()
+            .filter(|r| r.key == key && r.write == 'a')
+            .map(|r| r.fence)
+            .max();
         let stored: Option<u64> = server.cmd(&["GET", &format!("store:{key}")]);
         assert_eq!(stored, accepted, "store:{key}");
     }
@@ -121,6 +140,13 @@ fn soak_with_faults_keeps_exclusion_and_fencing() {
          {violations} exclusion violations",
         records.len()
     );
-    assert!(records.len() > 50, "the workers made progress: {}", records.len());
-    assert_eq!(violations, 0, "two holders that never reported loss overlapped");
+    assert!(
+        records.len() > 50,
+        "the workers made progress: {}",
+        records.len()
+    );
+    assert_eq!(
+        violations, 0,
+        "two holders that never reported loss overlapped"
+    );
 }

@@ -14,10 +14,12 @@ use crate::{LockError, LockInfo};
 pub(crate) mod memory;
 pub(crate) mod redis;
 pub(crate) mod redlock;
+pub(crate) mod sentinel;
 
 pub(crate) use self::memory::MemoryBackend;
 pub(crate) use self::redis::RedisBackend;
 pub(crate) use self::redlock::RedlockBackend;
+pub(crate) use self::sentinel::SentinelBackend;
 
 /// The outcome of one acquire attempt.
 #[derive(Debug)]
@@ -77,6 +79,7 @@ impl Wakeups {
 pub(crate) enum Backend {
     Redis(RedisBackend),
     Redlock(RedlockBackend),
+    Sentinel(SentinelBackend),
     Memory(MemoryBackend),
 }
 
@@ -98,6 +101,7 @@ impl Backend {
         match self {
             Self::Redis(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
             Self::Redlock(b) => b.acquire(key, user_key, token, owner, ttl).await,
+            Self::Sentinel(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
             Self::Memory(b) => Ok(b.acquire(key, token, owner, ttl, waiter)),
         }
     }
@@ -106,6 +110,7 @@ impl Backend {
         match self {
             Self::Redis(b) => b.release(key, token).await,
             Self::Redlock(b) => b.release(key, token).await,
+            Self::Sentinel(b) => b.release(key, token).await,
             Self::Memory(b) => Ok(b.release(key, token)),
         }
     }
@@ -121,6 +126,7 @@ impl Backend {
         match self {
             Self::Redis(b) => b.renew(batch).await.map(known),
             Self::Redlock(b) => Ok(b.renew(batch).await),
+            Self::Sentinel(b) => b.renew(batch).await.map(known),
             Self::Memory(b) => Ok(known(b.renew(batch))),
         }
     }
@@ -129,6 +135,7 @@ impl Backend {
         match self {
             Self::Redis(b) => b.inspect(key).await,
             Self::Redlock(b) => b.inspect(key).await,
+            Self::Sentinel(b) => b.inspect(key).await,
             Self::Memory(b) => Ok(b.inspect(key)),
         }
     }
@@ -139,6 +146,7 @@ impl Backend {
         match self {
             Self::Redis(b) => b.subscribe(key, waiter, None).await,
             Self::Redlock(b) => b.subscribe(key, waiter).await,
+            Self::Sentinel(b) => b.subscribe(key, waiter).await,
             Self::Memory(b) => Ok(b.subscribe(key)),
         }
     }

@@ -144,6 +144,21 @@ impl RedisBackend {
         }
     }
 
+    /// `WAIT replicas timeout`: how many replicas acknowledged the writes made so far on this
+    /// connection.
+    pub(crate) async fn wait_replicas(
+        &self,
+        replicas: usize,
+        timeout: Duration,
+    ) -> Result<usize, LockError> {
+        redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(millis(timeout))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(LockError::from_redis)
+    }
+
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         let released: i64 = RELEASE
             .key(key)

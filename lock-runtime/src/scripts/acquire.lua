@@ -45,7 +45,12 @@ if not old then
   return reply(1, fence)
 end
 if type(old) == 'table' then
-  return {-1}
+  -- WRONGTYPE: the key holds another type of value; anything else (READONLY on a demoted
+  -- primary, OOM, ...) goes back to the caller as the error it is.
+  if string.find(old.err, 'WRONGTYPE', 1, true) then
+    return {-1}
+  end
+  return old
 end
 local state = string.sub(old, 1, 1)
 local me = ARGV[4] .. '|'

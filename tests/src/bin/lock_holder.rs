@@ -14,7 +14,10 @@ async fn main() -> Result<(), distlock::LockError> {
     let args: Vec<String> = std::env::args().collect();
     let (url, key, ttl) = (&args[1], &args[2], args[3].parse().unwrap_or(1000));
     let client = distlock::LockClient::connect(url).await?;
-    let guard = client.lock(key.as_str()).ttl(Duration::from_millis(ttl)).await?;
+    let guard = client
+        .lock(key.as_str())
+        .ttl(Duration::from_millis(ttl))
+        .await?;
     let fence = guard.fencing_token();
     println!("acquired {fence}");
     let Some(store) = args.get(5).filter(|_| args[4] == "fenced-writer") else {

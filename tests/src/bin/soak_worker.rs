@@ -9,7 +9,10 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn now_us() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -33,7 +36,11 @@ async fn main() {
         let start = now_us();
         tokio::time::sleep(Duration::from_millis(2 + (turn % 5) as u64)).await;
         let write = if guard.is_held() {
-            if distlock_tests::fenced_write(&mut conn, &format!("store:{key}"), guard.fencing_token()) {
+            if distlock_tests::fenced_write(
+                &mut conn,
+                &format!("store:{key}"),
+                guard.fencing_token(),
+            ) {
                 "a"
             } else {
                 "r"

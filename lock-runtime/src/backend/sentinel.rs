@@ -1,0 +1,275 @@
+//! A primary found through Redis Sentinel, followed across failovers.
+//!
+//! The redis crate asks Sentinel once; this backend asks again whenever the primary it talks
+//! to fails (connection errors, or `READONLY` once it was demoted), switches to the new
+//! primary and retries the command once. Held locks carry over only if the new primary has
+//! them: a lock the failover lost is reported by the next renewal through `lost()`. With
+//! [`replica acknowledgement`](crate::LockClientBuilder::sentinel_wait_replicas) an acquire
+//! only succeeds once replicas have the lock, so it survives the failover.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::{Attempt, RedisBackend, Release, Renewal, Wakeups};
+use crate::key::redact_url;
+use crate::token::Token;
+use crate::{BackendErrorKind, LockError, LockInfo};
+
+#[derive(Debug)]
+pub(crate) struct SentinelBackend {
+    primary: Arc<Primary>,
+    wait_replicas: Option<(usize, Duration)>,
+}
+
+/// The primary in use, shared with the task that listens for `+switch-master`.
+#[derive(Debug)]
+struct Primary {
+    master: String,
+    sentinels: Vec<String>,
+    command_timeout: Duration,
+    current: RwLock<(String, Arc<RedisBackend>)>,
+    switching: tokio::sync::Mutex<()>,
+}
+
+impl SentinelBackend {
+    pub(crate) async fn connect(
+        master: &str,
+        sentinels: &[String],
+        command_timeout: Duration,
+        wait_replicas: Option<(usize, Duration)>,
+    ) -> Result<Self, LockError> {
+        if sentinels.is_empty() {
+            return Err(LockError::InvalidUrl {
+                url: String::new(),
+                reason: "Sentinel needs at least one sentinel URL".into(),
+            });
+        }
+        let address = resolve(master, sentinels, command_timeout).await?;
+        let node = RedisBackend::connect(&address, command_timeout).await?;
+        let primary = Arc::new(Primary {
+            master: master.to_owned(),
+            sentinels: sentinels.to_vec(),
+            command_timeout,
+            current: RwLock::new((address, Arc::new(node))),
+            switching: tokio::sync::Mutex::new(()),
+        });
+        for url in sentinels {
+            tokio::spawn(listen_for_switches(url.clone(), Arc::downgrade(&primary)));
+        }
+        Ok(Self {
+            primary,
+            wait_replicas,
+        })
+    }
+
+    /// Runs `op` on the primary; when it fails the way a failover makes things fail, follows
+    /// the primary and runs it once more.
+    async fn on_primary<T, F, Fut>(&self, op: F) -> Result<T, LockError>
+    where
+        F: Fn(Arc<RedisBackend>) -> Fut,
+        Fut: Future<Output = Result<T, LockError>>,
+    {
+        let node = self.primary.node();
+        match op(node.clone()).await {
+            Err(err) if failover_symptom(&err) => {
+                let node = self.primary.follow(&node).await?;
+                op(node).await
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) async fn acquire(
+        &self,
+        key: &str,
+        user_key: &str,
+        token: &Token,
+        owner: &str,
+        ttl: Duration,
+        waiter: &str,
+    ) -> Result<Attempt, LockError> {
+        self.on_primary(|node| async move {
+            let attempt = node.acquire(key, user_key, token, owner, ttl, waiter).await?;
+            let (Attempt::Acquired { .. }, Some((replicas, timeout))) = (&attempt, self.wait_replicas)
+            else {
+                return Ok(attempt);
+            };
+            let acked = node.wait_replicas(replicas, timeout).await?;
+            if acked >= replicas {
+                return Ok(attempt);
+            }
+            let _ = node.release(key, token).await;
+            Err(LockError::backend(
+                BackendErrorKind::Timeout,
+                format!("only {acked} of {replicas} replicas acknowledged the lock within {timeout:?}; released"),
+            ))
+        })
+        .await
+    }
+
+    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
+        self.on_primary(|node| async move { node.release(key, token).await })
+            .await
+    }
+
+    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
+        self.on_primary(|node| async move { node.renew(batch).await })
+            .await
+    }
+
+    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+        self.on_primary(|node| async move { node.inspect(key).await })
+            .await
+    }
+
+    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+        self.on_primary(|node| async move { node.subscribe(key, waiter, None).await })
+            .await
+    }
+}
+
+impl Primary {
+    fn node(&self) -> Arc<RedisBackend> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Asks the sentinels for the primary again and switches to it if it moved.
+    async fn follow(&self, failed: &Arc<RedisBackend>) -> Result<Arc<RedisBackend>, LockError> {
+        let _one_at_a_time = self.switching.lock().await;
+        let current = self.node();
+        if !Arc::ptr_eq(&current, failed) {
+            return Ok(current); // another call already switched
+        }
+        let address = resolve(&self.master, &self.sentinels, self.command_timeout).await?;
+        self.switch_to(address, current).await
+    }
+
+    async fn switch_to(
+        &self,
+        address: String,
+        current: Arc<RedisBackend>,
+    ) -> Result<Arc<RedisBackend>, LockError> {
+        let known = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone();
+        if address == known {
+            return Ok(current);
+        }
+        tracing::warn!(primary = %redact_url(&address), "Sentinel names a new primary; switching");
+        let node = Arc::new(RedisBackend::connect(&address, self.command_timeout).await?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (address, node.clone());
+        Ok(node)
+    }
+}
+
+/// Follows `+switch-master` announcements of one sentinel, reconnecting when it drops, until
+/// the client is gone. Errors on the primary make the client ask again anyway; this makes the
+/// switch prompt while the old primary still answers (it keeps accepting writes until
+/// Sentinel reconfigures it).
+async fn listen_for_switches(url: String, primary: std::sync::Weak<Primary>) {
+    use futures_util::StreamExt;
+    loop {
+        let Some(timeout) = primary.upgrade().map(|p| p.command_timeout) else {
+            return;
+        };
+        let subscribed = async {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut pubsub = client.get_async_pubsub().await.ok()?;
+            pubsub.subscribe("+switch-master").await.ok()?;
+            Some(pubsub)
+        };
+        if let Ok(Some(pubsub)) = tokio::time::timeout(timeout, subscribed).await {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                let Some(primary) = primary.upgrade() else {
+                    return;
+                };
+                let text: String = msg.get_payload().unwrap_or_default();
+                // "<name> <old-ip> <old-port> <new-ip> <new-port>"
+                let fields: Vec<&str> = text.split(' ').collect();
+                if let [name, _, _, ip, port] = fields.as_slice()
+                    && *name == primary.master
+                {
+                    let _one_at_a_time = primary.switching.lock().await;
+                    let current = primary.node();
+                    if let Err(err) = primary
+                        .switch_to(format!("redis://{ip}:{port}"), current)
+                        .await
+                    {
+                        tracing::warn!(%err, "could not connect to the new primary yet");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Connection trouble, or a primary that was demoted to a replica.
+fn failover_symptom(err: &LockError) -> bool {
+    match err {
+        LockError::Backend { kind, message, .. } => {
+            matches!(
+                kind,
+                BackendErrorKind::Connection | BackendErrorKind::Timeout
+            ) || message.contains("READONLY")
+        }
+        _ => false,
+    }
+}
+
+/// The primary's address according to the first sentinel that knows it.
+async fn resolve(
+    master: &str,
+    sentinels: &[String],
+    timeout: Duration,
+) -> Result<String, LockError> {
+    let mut last_error = None;
+    for url in sentinels {
+        let asked = async {
+            let client = redis::Client::open(url.as_str()).map_err(|e| LockError::InvalidUrl {
+                url: redact_url(url),
+                reason: e.to_string(),
+            })?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(LockError::from_redis)?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+                .map_err(LockError::from_redis)
+        };
+        match tokio::time::timeout(timeout, asked).await {
+            Ok(Ok(Some((host, port)))) => return Ok(format!("redis://{host}:{port}")),
+            Ok(Ok(None)) => {
+                last_error = Some(format!(
+                    "{} does not know a primary named `{master}`",
+                    redact_url(url)
+                ));
+            }
+            Ok(Err(err @ LockError::InvalidUrl { .. })) => return Err(err),
+            Ok(Err(err)) => last_error = Some(format!("{}: {err}", redact_url(url))),
+            Err(_) => {
+                last_error = Some(format!("{}: no answer within {timeout:?}", redact_url(url)))
+            }
+        }
+    }
+    Err(LockError::backend(
+        BackendErrorKind::Connection,
+        format!(
+            "no sentinel could name the primary `{master}`: {}",
+            last_error.unwrap_or_default()
+        ),
+    ))
+}

@@ -1,0 +1,163 @@
+//! Sentinel: a primary, a replica and a sentinel, all real; failovers while locks are held.
+
+use std::time::{Duration, Instant};
+
+use distlock::LockClient;
+use distlock_tests::RedisServer;
+
+struct Deployment {
+    primary: RedisServer,
+    replica: RedisServer,
+    sentinel: RedisServer,
+}
+
+impl Deployment {
+    fn start() -> Self {
+        let primary = RedisServer::start();
+        let replica = RedisServer::start_replica_of(&primary);
+        let sentinel = RedisServer::start_sentinel("locks", &primary);
+        let deployment = Deployment {
+            primary,
+            replica,
+            sentinel,
+        };
+        deployment.wait_for(|d| d.replica_in_sync(), "the replica to sync");
+        deployment.wait_for(
+            |d| d.sentinel_sees_replica(),
+            "the sentinel to see the replica",
+        );
+        deployment
+    }
+
+    fn replica_in_sync(&self) -> bool {
+        let info: String = self.replica.cmd(&["INFO", "replication"]);
+        info.contains("master_link_status:up")
+    }
+
+    fn sentinel_sees_replica(&self) -> bool {
+        let replicas: Vec<Vec<String>> = self.sentinel.cmd(&["SENTINEL", "REPLICAS", "locks"]);
+        !replicas.is_empty()
+    }
+
+    fn primary_port(&self) -> u16 {
+        let (_, port): (String, u16) =
+            self.sentinel
+                .cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "locks"]);
+        port
+    }
+
+    fn wait_for(&self, done: impl Fn(&Self) -> bool, what: &str) {
+        let started = Instant::now();
+        while !done(self) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn fail_over(&self) {
+        let before = self.primary_port();
+        self.sentinel.cmd::<()>(&["SENTINEL", "FAILOVER", "locks"]);
+        self.wait_for(|d| d.primary_port() != before, "the failover");
+    }
+
+    async fn client(&self, wait_replicas: bool) -> LockClient {
+        let mut builder = LockClient::builder()
+            .sentinel("locks", [self.sentinel.url()])
+            .command_timeout(Duration::from_millis(500));
+        if wait_replicas {
+            builder = builder.sentinel_wait_replicas(1, Duration::from_millis(200));
+        }
+        builder.build().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_client_follows_a_failover_and_acknowledged_locks_survive_it() {
+    let deployment = Deployment::start();
+    // Replicas must acknowledge this client's locks; the other client does not wait (after
+    // the failover the demoted primary takes a while to become the new primary's replica).
+    let client = deployment.client(true).await;
+    let follower = deployment.client(false).await;
+    let guard = client
+        .lock("kept")
+        .ttl(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let fence = guard.fencing_token();
+    deployment.fail_over();
+    assert_eq!(deployment.primary_port(), deployment.replica.port());
+    // New locks go to the new primary (once the client heard of the switch: Sentinel
+    // announces it right after it answers with the new address).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match follower.lock("fresh").await {
+                Ok(guard) => {
+                    let on_new: Option<String> = deployment.replica.cmd(&["GET", "distlock:fresh"]);
+                    guard.release().await.unwrap();
+                    if on_new.is_some_and(|v| v.starts_with('H')) {
+                        break;
+                    }
+                }
+                Err(err) => assert!(err.is_backend(), "{err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the client follows the new primary");
+    // ...and the acknowledged lock is still held, and renewed there.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        guard.is_held(),
+        "an acknowledged lock survives the failover"
+    );
+    let err = follower.lock("kept").await.unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    guard.release().await.unwrap();
+    let again = follower.lock("kept").await.unwrap();
+    assert!(again.fencing_token() > fence);
+}
+
+#[tokio::test]
+async fn a_lock_the_failover_lost_is_reported_never_silently() {
+    let deployment = Deployment::start();
+    let client = deployment.client(false).await;
+    // The replica is frozen, so the lock never reaches it.
+    deployment.replica.pause();
+    let guard = client
+        .lock("unreplicated")
+        .ttl(Duration::from_millis(1500))
+        .await
+        .unwrap();
+    deployment.replica.resume();
+    // Promote the replica, which comes back without the lock (until it resyncs it is the
+    // replica's own data that counts, and after the failover the old primary follows it).
+    deployment.replica.cmd::<()>(&["REPLICAOF", "NO", "ONE"]);
+    deployment
+        .replica
+        .cmd::<()>(&["DEL", "distlock:unreplicated"]);
+    deployment.fail_over();
+    tokio::time::timeout(Duration::from_secs(10), guard.lost())
+        .await
+        .expect("the loss is reported through lost()");
+    assert!(!guard.is_held());
+}
+
+#[tokio::test]
+async fn replicas_that_do_not_acknowledge_make_the_acquire_fail_and_release() {
+    let deployment = Deployment::start();
+    let client = deployment.client(true).await;
+    deployment.replica.pause();
+    let err = client.lock("unacked").await.unwrap_err();
+    deployment.replica.resume();
+    assert!(err.is_backend(), "{err}");
+    assert!(err.to_string().contains("acknowledged"), "{err}");
+    let value: Option<String> = deployment.primary.cmd(&["GET", "distlock:unacked"]);
+    assert!(
+        value.is_none_or(|v| v.starts_with('T')),
+        "released after the failed WAIT"
+    );
+}
