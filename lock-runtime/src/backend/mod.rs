@@ -12,6 +12,7 @@ use crate::token::Token;
 use crate::{LockError, LockInfo};
 
 pub(crate) mod memory;
+pub(crate) mod notices;
 pub(crate) mod redis;
 pub(crate) mod redlock;
 pub(crate) mod sentinel;

@@ -1,30 +1,29 @@
 //! One Redis server: a multiplexed auto-reconnecting connection, EVALSHA scripts, and one
 //! shared pub/sub connection per client for release notices.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
+use super::notices::{Notices, Subscriber};
 use super::{Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
 use crate::key::redact_url;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError, LockInfo};
 
-static ACQUIRE: LazyLock<Script> =
+pub(crate) static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/acquire.lua")));
-static RELEASE: LazyLock<Script> =
+pub(crate) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/release.lua")));
-static RENEW: LazyLock<Script> =
+pub(crate) static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/renew.lua")));
 
 /// How long a released lock's tombstone keeps its fence.
-const TOMBSTONE: Duration = Duration::from_secs(10);
+pub(crate) const TOMBSTONE: Duration = Duration::from_secs(10);
 
 pub(crate) struct RedisBackend {
     client: redis::Client,
@@ -209,21 +208,13 @@ impl RedisBackend {
         waiter: &str,
         shared: Option<Arc<Notify>>,
     ) -> Result<Wakeups, LockError> {
-        let notices = self.notices(waiter).await?;
-        let notify = notices.join(key, shared).await.inspect_err(|_| {
-            notices.alive.store(false, Ordering::Release);
-        })?;
-        let interest = Interest {
-            notices,
-            key: key.to_owned(),
-        };
-        Ok(Wakeups::new(notify, interest))
+        self.notices(waiter).await?.wakeups(key, shared).await
     }
 
     /// The shared pub/sub connection, opened on first use and again after it died.
     async fn notices(&self, waiter: &str) -> Result<Arc<Notices>, LockError> {
         let mut slot = self.notices.lock().await;
-        if let Some(n) = slot.as_ref().filter(|n| n.alive.load(Ordering::Acquire)) {
+        if let Some(n) = slot.as_ref().filter(|n| n.is_alive()) {
             return Ok(n.clone());
         }
         let pubsub = self
@@ -232,35 +223,17 @@ impl RedisBackend {
             .await
             .map_err(|e| with_url(LockError::from_redis(e), &self.url))?;
         let (sink, mut stream) = pubsub.split();
-        let notices = Arc::new(Notices {
-            sink,
-            alive: AtomicBool::new(true),
-            waiting: Mutex::new(HashMap::new()),
-            changes: tokio::sync::Mutex::new(()),
-        });
+        let notices = Notices::new(Subscriber::Plain(sink), waiter);
         let weak = Arc::downgrade(&notices);
-        let me = waiter.as_bytes().to_vec();
         tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let Some(notices) = weak.upgrade() else {
                     return;
                 };
-                // A notice names the client the lock is reserved for; the others stay asleep.
-                // An empty one is for anyone.
-                let payload = msg.get_payload_bytes();
-                if !payload.is_empty() && payload != me.as_slice() {
-                    continue;
-                }
-                if let Some(channel) = notices.lock().get(msg.get_channel_name()) {
-                    channel.notify.notify_waiters();
-                }
+                notices.deliver(msg.get_channel_name(), msg.get_payload_bytes());
             }
-            // The connection is gone: wake every waiter so it retries (and resubscribes) now.
             if let Some(notices) = weak.upgrade() {
-                notices.alive.store(false, Ordering::Release);
-                for channel in notices.lock().values() {
-                    channel.notify.notify_waiters();
-                }
+                notices.died();
             }
         });
         *slot = Some(notices.clone());
@@ -269,7 +242,7 @@ impl RedisBackend {
 }
 
 /// Reads the acquire script's reply (see `scripts/acquire.lua`).
-fn parse_attempt(reply: &[redis::Value], user_key: &str) -> Result<Attempt, LockError> {
+pub(crate) fn parse_attempt(reply: &[redis::Value], user_key: &str) -> Result<Attempt, LockError> {
     let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).ok();
     match reply {
         [status, fence, ..] if int(status) == Some(1) => {
@@ -307,96 +280,5 @@ fn with_url(err: LockError, url: &str) -> LockError {
             source,
         },
         other => other,
-    }
-}
-
-/// Release notices heard on the shared pub/sub connection, by channel (= lock key).
-///
-/// SUBSCRIBE and UNSUBSCRIBE go out one at a time under `changes`, in the same order as the
-/// table changes, so an UNSUBSCRIBE can never overtake a later SUBSCRIBE of the same key.
-/// A key nobody waits on stays subscribed for [`UNSUBSCRIBE_AFTER`], so a key under steady
-/// contention is not subscribed and unsubscribed on every turn.
-struct Notices {
-    sink: PubSubSink,
-    alive: AtomicBool,
-    waiting: Mutex<HashMap<String, Channel>>,
-    changes: tokio::sync::Mutex<()>,
-}
-
-struct Channel {
-    notify: Arc<Notify>,
-    interested: usize,
-}
-
-const UNSUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
-
-impl Notices {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts one more waiter on `key`, subscribing first if the key is not subscribed yet;
-    /// returns once the subscription is confirmed.
-    async fn join(&self, key: &str, shared: Option<Arc<Notify>>) -> Result<Arc<Notify>, LockError> {
-        let _changes = self.changes.lock().await;
-        if let Some(channel) = self.lock().get_mut(key) {
-            channel.interested += 1;
-            return Ok(channel.notify.clone());
-        }
-        self.sink
-            .clone()
-            .subscribe(key)
-            .await
-            .map_err(LockError::from_redis)?;
-        let notify = shared.unwrap_or_default();
-        self.lock().insert(
-            key.to_owned(),
-            Channel {
-                notify: notify.clone(),
-                interested: 1,
-            },
-        );
-        Ok(notify)
-    }
-
-    /// Unsubscribes `key` if nobody has waited on it since.
-    async fn unsubscribe_if_idle(&self, key: String) {
-        let _changes = self.changes.lock().await;
-        {
-            let mut waiting = self.lock();
-            if waiting.get(&key).is_none_or(|c| c.interested > 0) {
-                return;
-            }
-            waiting.remove(&key);
-        }
-        let _ = self.sink.clone().unsubscribe(key).await;
-    }
-}
-
-struct Interest {
-    notices: Arc<Notices>,
-    key: String,
-}
-
-impl Drop for Interest {
-    fn drop(&mut self) {
-        let idle = match self.notices.lock().get_mut(&self.key) {
-            Some(channel) => {
-                channel.interested -= 1;
-                channel.interested == 0
-            }
-            None => false,
-        };
-        if !idle {
-            return;
-        }
-        let notices = self.notices.clone();
-        let key = std::mem::take(&mut self.key);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                tokio::time::sleep(UNSUBSCRIBE_AFTER).await;
-                notices.unsubscribe_if_idle(key).await;
-            });
-        }
     }
 }
