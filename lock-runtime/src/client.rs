@@ -324,6 +324,8 @@ enum Target {
         master: String,
         sentinels: Vec<String>,
     },
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
     Memory(MemoryStore),
 }
 
@@ -389,6 +391,26 @@ impl LockClientBuilder {
     /// ```
     pub fn redlock_quarantine(mut self, quarantine: Duration) -> Self {
         self.quarantine = Some(quarantine);
+        self
+    }
+
+    /// Use Redis Cluster, starting from any of `urls` (feature `cluster`). Each lock lives in
+    /// its key's slot; redirections and resharding are followed; release notices use sharded
+    /// channels; renewals are batched per slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder()
+    ///     .cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.target = Target::Cluster(urls.into_iter().map(Into::into).collect());
         self
     }
 
@@ -546,6 +568,10 @@ impl LockClientBuilder {
                     self.wait_replicas,
                 )
                 .await?,
+            ),
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => Backend::Cluster(
+                crate::backend::ClusterBackend::connect(&urls, self.command_timeout).await?,
             ),
             Target::Memory(store) => Backend::Memory(MemoryBackend::new(store)),
         };

@@ -57,6 +57,14 @@
 //!
 //! See [`distributed_lock`] for the arguments and the compile-time checks.
 //!
+//! # Deployments and features
+//!
+//! [`LockClient::connect`] talks to one Redis server; [`LockClient::builder`] also offers
+//! [Sentinel](LockClientBuilder::sentinel) (follows failovers), [Redlock](LockClientBuilder::redlock)
+//! (majority of independent primaries) and, with the `cluster` feature, Redis Cluster. What
+//! each promises is in [`guarantees`]. Features: `macros` (default: `#[distributed_lock]`),
+//! `cluster` (Redis Cluster), `tls` (`rediss://` URLs).
+//!
 //! # The protocol
 //!
 //! A lock is the key `prefix + key` holding `"<state><token>:<fence>:<host>/<pid>/<ms>"`,

@@ -354,6 +354,136 @@ pub fn fenced_write(conn: &mut redis::Connection, key: &str, fence: u64) -> bool
     accepted == 1
 }
 
+/// A Redis Cluster of `masters` primaries (no replicas), each a [`RedisServer`].
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, joins them with `redis-cli --cluster create` and waits until the
+    /// cluster reports `cluster_state:ok` everywhere.
+    ///
+    /// # Panics
+    ///
+    /// When a node does not start or the cluster does not form.
+    pub fn start(masters: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| {
+            let info: String = n.cmd(&["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok")
+        }) {
+            assert!(Instant::now() < deadline, "the cluster did not form");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The index of the node that owns `key`'s slot (from `CLUSTER SLOTS`).
+    ///
+    /// # Panics
+    ///
+    /// When no node owns it.
+    pub fn owner_of(&self, key: &str) -> usize {
+        use redis::Value;
+        let slot: i64 = self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]);
+        let ranges: Vec<Value> = self.nodes[0].cmd(&["CLUSTER", "SLOTS"]);
+        let int = |v: &Value| redis::from_redis_value_ref::<i64>(v).ok();
+        for range in &ranges {
+            let Value::Array(parts) = range else { continue };
+            let (Some(start), Some(end)) =
+                (parts.first().and_then(int), parts.get(1).and_then(int))
+            else {
+                continue;
+            };
+            if !(start..=end).contains(&slot) {
+                continue;
+            }
+            let Some(Value::Array(master)) = parts.get(2) else {
+                continue;
+            };
+            let port = master.get(1).and_then(int);
+            if let Some(i) = self
+                .nodes
+                .iter()
+                .position(|n| Some(i64::from(n.port())) == port)
+            {
+                return i;
+            }
+        }
+        panic!("no node owns the slot of {key}");
+    }
+
+    /// Moves the slot of `key` (and its keys) to node `to`, as a resharding would.
+    ///
+    /// # Panics
+    ///
+    /// When a cluster command fails.
+    pub fn migrate_slot_of(&self, key: &str, to: usize) {
+        let from = self.owner_of(key);
+        assert_ne!(from, to, "the slot is there already");
+        let (src, dst) = (&self.nodes[from], &self.nodes[to]);
+        let slot: i64 = src.cmd(&["CLUSTER", "KEYSLOT", key]);
+        let slot = slot.to_string();
+        let src_id: String = src.cmd(&["CLUSTER", "MYID"]);
+        let dst_id: String = dst.cmd(&["CLUSTER", "MYID"]);
+        dst.cmd::<()>(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
+        src.cmd::<()>(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]);
+        loop {
+            let keys: Vec<String> = src.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            let port = dst.port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            src.cmd::<()>(&args);
+        }
+        for node in &self.nodes {
+            node.cmd::<()>(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+        }
+    }
+}
+
 /// A loopback port nobody listens on right now.
 ///
 /// # Panics

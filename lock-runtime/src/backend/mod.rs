@@ -11,12 +11,16 @@ use tokio::sync::Notify;
 use crate::token::Token;
 use crate::{LockError, LockInfo};
 
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 pub(crate) mod memory;
 pub(crate) mod notices;
 pub(crate) mod redis;
 pub(crate) mod redlock;
 pub(crate) mod sentinel;
 
+#[cfg(feature = "cluster")]
+pub(crate) use self::cluster::ClusterBackend;
 pub(crate) use self::memory::MemoryBackend;
 pub(crate) use self::redis::RedisBackend;
 pub(crate) use self::redlock::RedlockBackend;
@@ -81,6 +85,8 @@ pub(crate) enum Backend {
     Redis(RedisBackend),
     Redlock(RedlockBackend),
     Sentinel(SentinelBackend),
+    #[cfg(feature = "cluster")]
+    Cluster(ClusterBackend),
     Memory(MemoryBackend),
 }
 
@@ -103,6 +109,8 @@ impl Backend {
             Self::Redis(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
             Self::Redlock(b) => b.acquire(key, user_key, token, owner, ttl).await,
             Self::Sentinel(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
+            #[cfg(feature = "cluster")]
+            Self::Cluster(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
             Self::Memory(b) => Ok(b.acquire(key, token, owner, ttl, waiter)),
         }
     }
@@ -112,6 +120,8 @@ impl Backend {
             Self::Redis(b) => b.release(key, token).await,
             Self::Redlock(b) => b.release(key, token).await,
             Self::Sentinel(b) => b.release(key, token).await,
+            #[cfg(feature = "cluster")]
+            Self::Cluster(b) => b.release(key, token).await,
             Self::Memory(b) => Ok(b.release(key, token)),
         }
     }
@@ -128,6 +138,8 @@ impl Backend {
             Self::Redis(b) => b.renew(batch).await.map(known),
             Self::Redlock(b) => Ok(b.renew(batch).await),
             Self::Sentinel(b) => b.renew(batch).await.map(known),
+            #[cfg(feature = "cluster")]
+            Self::Cluster(b) => Ok(b.renew(batch).await),
             Self::Memory(b) => Ok(known(b.renew(batch))),
         }
     }
@@ -137,6 +149,8 @@ impl Backend {
             Self::Redis(b) => b.inspect(key).await,
             Self::Redlock(b) => b.inspect(key).await,
             Self::Sentinel(b) => b.inspect(key).await,
+            #[cfg(feature = "cluster")]
+            Self::Cluster(b) => b.inspect(key).await,
             Self::Memory(b) => Ok(b.inspect(key)),
         }
     }
@@ -148,6 +162,8 @@ impl Backend {
             Self::Redis(b) => b.subscribe(key, waiter, None).await,
             Self::Redlock(b) => b.subscribe(key, waiter).await,
             Self::Sentinel(b) => b.subscribe(key, waiter).await,
+            #[cfg(feature = "cluster")]
+            Self::Cluster(b) => b.subscribe(key, waiter).await,
             Self::Memory(b) => Ok(b.subscribe(key)),
         }
     }

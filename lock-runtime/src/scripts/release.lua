@@ -4,6 +4,8 @@
 -- ARGV[1]  the holder's token
 -- ARGV[2]  how long a tombstone keeps the fence, in milliseconds
 -- ARGV[3]  how long the lock stays reserved for the first queued client, in milliseconds
+-- ARGV[4]  optional: the publish command, "SPUBLISH" on Redis Cluster (sharded channels in the
+--          key's own slot); "PUBLISH" when absent
 --
 -- Value layouts are described in acquire.lua. Uncontended, the lock becomes a tombstone
 -- carrying its fence and nothing is published. When clients were queued, it is reserved for
@@ -20,6 +22,7 @@ if type(v) ~= 'string' or string.sub(v, 2, 33) ~= ARGV[1] then
 end
 local state = string.sub(v, 1, 1)
 local fence = string.sub(v, 34, 49)
+local publish = ARGV[4] or 'PUBLISH'
 if state == 'H' then
   redis.call('SET', KEYS[1], 'T' .. fence, 'PX', ARGV[2])
   return 1
@@ -30,10 +33,10 @@ end
 local bar = string.find(v, '|', 51, true)
 if not bar or bar == #v then
   redis.call('SET', KEYS[1], 'T' .. fence, 'PX', ARGV[2])
-  redis.call('PUBLISH', KEYS[1], '')
+  redis.call(publish, KEYS[1], '')
   return 2
 end
 local queue = string.sub(v, bar + 1)
 redis.call('SET', KEYS[1], 'R' .. fence .. queue, 'PX', ARGV[3])
-redis.call('PUBLISH', KEYS[1], string.match(queue, '^[^|]*'))
+redis.call(publish, KEYS[1], string.match(queue, '^[^|]*'))
 return 2

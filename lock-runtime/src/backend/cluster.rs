@@ -1,0 +1,234 @@
+//! Redis Cluster: each lock lives in its key's slot; the redis crate's cluster client follows
+//! MOVED/ASK redirections (resharding included); release notices go out on sharded channels
+//! (`SPUBLISH` / `SSUBSCRIBE`) on the node owning the slot, never broadcast; the watchdog's
+//! renewals are batched per slot (a script may only touch keys of one slot).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{ProtocolVersion, PushKind};
+use tokio::sync::Notify;
+
+use super::notices::{Notices, Subscriber};
+use super::redis::{ACQUIRE, RELEASE, RENEW, TOMBSTONE, parse_attempt};
+use super::{Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
+use crate::key::redact_url;
+use crate::token::Token;
+use crate::{LockError, LockInfo};
+
+pub(crate) struct ClusterBackend {
+    conn: ClusterConnection,
+    urls: Vec<String>,
+    command_timeout: Duration,
+    notices: tokio::sync::Mutex<Option<Arc<Notices>>>,
+}
+
+impl std::fmt::Debug for ClusterBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("ClusterBackend")
+            .field("nodes", &urls)
+            .finish_non_exhaustive()
+    }
+}
+
+fn client(
+    urls: &[String],
+    command_timeout: Duration,
+    configure: impl FnOnce(redis::cluster::ClusterClientBuilder) -> redis::cluster::ClusterClientBuilder,
+) -> Result<ClusterClient, LockError> {
+    let builder = ClusterClient::builder(urls.to_vec())
+        .connection_timeout(command_timeout)
+        .response_timeout(command_timeout);
+    configure(builder)
+        .build()
+        .map_err(|e| LockError::InvalidUrl {
+            url: urls
+                .iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: e.to_string(),
+        })
+}
+
+impl ClusterBackend {
+    pub(crate) async fn connect(
+        urls: &[String],
+        command_timeout: Duration,
+    ) -> Result<Self, LockError> {
+        if urls.is_empty() {
+            return Err(LockError::InvalidUrl {
+                url: String::new(),
+                reason: "Redis Cluster needs at least one node URL".into(),
+            });
+        }
+        let conn = client(urls, command_timeout, |b| b)?
+            .get_async_connection()
+            .await
+            .map_err(LockError::from_redis)?;
+        Ok(Self {
+            conn,
+            urls: urls.to_vec(),
+            command_timeout,
+            notices: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub(crate) async fn acquire(
+        &self,
+        key: &str,
+        user_key: &str,
+        token: &Token,
+        owner: &str,
+        ttl: Duration,
+        waiter: &str,
+    ) -> Result<Attempt, LockError> {
+        let mut call = ACQUIRE.key(key);
+        call.arg(token.as_str())
+            .arg(millis(ttl))
+            .arg(owner)
+            .arg(waiter);
+        let reply: Vec<redis::Value> = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(LockError::from_redis)?;
+        parse_attempt(&reply, user_key)
+    }
+
+    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
+        let released: i64 = RELEASE
+            .key(key)
+            .arg(token.as_str())
+            .arg(millis(TOMBSTONE))
+            .arg(millis(RESERVATION))
+            .arg("SPUBLISH")
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(LockError::from_redis)?;
+        Ok(match released {
+            2 => Release::Notified,
+            1 => Release::Released,
+            _ => Release::NotHeld,
+        })
+    }
+
+    /// One script call per slot, all at once; a slot whose call failed is unknown.
+    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Vec<Option<bool>> {
+        let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, r) in batch.iter().enumerate() {
+            by_slot.entry(slot(r.key)).or_default().push(i);
+        }
+        let calls = by_slot.values().map(|indices| {
+            let mut call = RENEW.prepare_invoke();
+            for &i in indices {
+                let r = &batch[i];
+                call.key(r.key).arg(r.token.as_str()).arg(millis(r.ttl));
+            }
+            let mut conn = self.conn.clone();
+            async move { call.invoke_async::<Vec<i64>>(&mut conn).await }
+        });
+        let replies = join_all(calls).await;
+        let mut out = vec![None; batch.len()];
+        for (indices, reply) in by_slot.values().zip(replies) {
+            match reply {
+                Ok(renewed) => {
+                    for (&i, r) in indices.iter().zip(renewed) {
+                        out[i] = Some(r == 1);
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "renewing a slot's locks failed"),
+            }
+        }
+        out
+    }
+
+    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+        let (value, pttl): (Option<String>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(LockError::from_redis)?;
+        let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
+        Ok(value.and_then(|v| parse_value(&v, ttl)))
+    }
+
+    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+        self.notices(waiter)
+            .await?
+            .wakeups(key, None::<Arc<Notify>>)
+            .await
+    }
+
+    /// A RESP3 cluster connection whose pushes carry the sharded release notices.
+    async fn notices(&self, waiter: &str) -> Result<Arc<Notices>, LockError> {
+        let mut slot = self.notices.lock().await;
+        if let Some(n) = slot.as_ref().filter(|n| n.is_alive()) {
+            return Ok(n.clone());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = client(&self.urls, self.command_timeout, |b| {
+            b.use_protocol(ProtocolVersion::RESP3).push_sender(tx)
+        })?
+        .get_async_connection()
+        .await
+        .map_err(LockError::from_redis)?;
+        let notices = Notices::new(Subscriber::Sharded(conn), waiter);
+        let weak = Arc::downgrade(&notices);
+        tokio::spawn(async move {
+            while let Some(push) = rx.recv().await {
+                let Some(notices) = weak.upgrade() else {
+                    return;
+                };
+                if push.kind != PushKind::SMessage {
+                    continue;
+                }
+                let text = |i: usize| {
+                    push.data
+                        .get(i)
+                        .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
+                };
+                if let (Some(channel), Some(payload)) = (text(0), text(1)) {
+                    notices.deliver(&String::from_utf8_lossy(&channel), &payload);
+                }
+            }
+            if let Some(notices) = weak.upgrade() {
+                notices.died();
+            }
+        });
+        *slot = Some(notices.clone());
+        Ok(notices)
+    }
+}
+
+/// The Cluster hash slot of `key`: CRC16 of the key, or of its first non-empty `{hash tag}`.
+pub(crate) fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot;
+
+    #[test]
+    fn slots_follow_the_cluster_spec() {
+        // Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Redis Cluster: three real primaries formed with `redis-cli --cluster create`.
+
+use std::time::{Duration, Instant};
+
+use distlock::LockClient;
+use distlock_tests::RedisCluster;
+
+async fn client(cluster: &RedisCluster) -> LockClient {
+    LockClient::builder()
+        .cluster(cluster.urls())
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn locks_live_in_their_slots_and_exclude_across_clients() {
+    let cluster = RedisCluster::start(3);
+    let a = client(&cluster).await;
+    let b = client(&cluster).await;
+    let keys: Vec<String> = (0..20).map(|i| format!("order:{i}")).collect();
+    let mut guards = Vec::new();
+    for key in &keys {
+        guards.push(
+            a.lock(key.as_str())
+                .ttl(Duration::from_millis(600))
+                .await
+                .unwrap(),
+        );
+    }
+    let owners: std::collections::HashSet<usize> = keys
+        .iter()
+        .map(|k| cluster.owner_of(&format!("distlock:{k}")))
+        .collect();
+    assert!(owners.len() > 1, "the keys spread over several nodes");
+    for key in &keys {
+        let owner = &cluster.nodes()[cluster.owner_of(&format!("distlock:{key}"))];
+        let value: String = owner.cmd(&["GET", &format!("distlock:{key}")]);
+        assert!(value.starts_with('H') || value.starts_with('W'), "{value}");
+        assert!(b.lock(key.as_str()).await.unwrap_err().is_busy());
+    }
+    // Renewed (batched per slot) past three leases.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(guards.iter().all(|g| g.is_held()));
+    for guard in guards {
+        guard.release().await.unwrap();
+    }
+    for key in &keys {
+        let _next = b.lock(key.as_str()).await.unwrap();
+    }
+    // Keys that pick their own slot with braces work too.
+    let _one = a.lock("{tenant-a}:job").await.unwrap();
+    let _two = a.lock("{tenant-a}:report").await.unwrap();
+}
+
+#[tokio::test]
+async fn waiters_are_woken_through_sharded_channels() {
+    let cluster = RedisCluster::start(3);
+    let a = client(&cluster).await;
+    let b = client(&cluster).await;
+    for node in cluster.nodes() {
+        node.cmd::<()>(&["CONFIG", "RESETSTAT"]);
+    }
+    let held = a.lock("wake").ttl(Duration::from_secs(30)).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let acquired = b.lock("wake").wait(Duration::from_secs(10)).await.map(drop);
+        (acquired, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let released = Instant::now();
+    held.release().await.unwrap();
+    let (acquired, at) = waiter.await.unwrap();
+    acquired.unwrap();
+    assert!(
+        at - released < Duration::from_millis(300),
+        "{:?}",
+        at - released
+    );
+    let owner = &cluster.nodes()[cluster.owner_of("distlock:wake")];
+    let stats: String = owner.cmd(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_spublish:calls=1,"), "{stats}");
+    for node in cluster.nodes() {
+        let stats: String = node.cmd(&["INFO", "commandstats"]);
+        assert!(
+            !stats.contains("cmdstat_publish:"),
+            "a broadcast PUBLISH: {stats}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slot_migrated_while_held_causes_no_spurious_loss() {
+    let cluster = RedisCluster::start(3);
+    let a = client(&cluster).await;
+    let b = client(&cluster).await;
+    let guard = a
+        .lock("moving")
+        .ttl(Duration::from_millis(900))
+        .await
+        .unwrap();
+    let from = cluster.owner_of("distlock:moving");
+    let to = (from + 1) % 3;
+    cluster.migrate_slot_of("distlock:moving", to);
+    assert_eq!(cluster.owner_of("distlock:moving"), to);
+    // Renewals follow the redirection to the new owner.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(guard.is_held(), "lost across the migration");
+    let value: String = cluster.nodes()[to].cmd(&["GET", "distlock:moving"]);
+    assert!(value.starts_with('H') || value.starts_with('W'), "{value}");
+    assert!(b.lock("moving").await.unwrap_err().is_busy());
+    guard.release().await.unwrap();
+    let _next = b.lock("moving").await.unwrap();
+}
