@@ -81,11 +81,9 @@ async fn the_client_follows_a_failover_and_acknowledged_locks_survive_it() {
     // the failover the demoted primary takes a while to become the new primary's replica).
     let client = deployment.client(true).await;
     let follower = deployment.client(false).await;
-    let guard = client
-        .lock("kept")
-        .ttl(Duration::from_millis(1500))
-        .await
-        .unwrap();
+    // A lease long enough to outlast Sentinel's switch-over window (renewals that reach the
+    // old primary before the client hears of the switch extend only the old copy).
+    let guard = client.lock("kept").ttl(Duration::from_secs(3)).await.unwrap();
     let fence = guard.fencing_token();
     deployment.fail_over();
     assert_eq!(deployment.primary_port(), deployment.replica.port());
@@ -108,8 +106,8 @@ async fn the_client_follows_a_failover_and_acknowledged_locks_survive_it() {
     })
     .await
     .expect("the client follows the new primary");
-    // ...and the acknowledged lock is still held, and renewed there.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // ...and the acknowledged lock is still held, and renewed there past a whole lease.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(
         guard.is_held(),
         "an acknowledged lock survives the failover"
