@@ -83,7 +83,11 @@ async fn the_client_follows_a_failover_and_acknowledged_locks_survive_it() {
     let follower = deployment.client(false).await;
     // A lease long enough to outlast Sentinel's switch-over window (renewals that reach the
     // old primary before the client hears of the switch extend only the old copy).
-    let guard = client.lock("kept").ttl(Duration::from_secs(3)).await.unwrap();
+    let guard = client
+        .lock("kept")
+        .ttl(Duration::from_secs(3))
+        .await
+        .unwrap();
     let fence = guard.fencing_token();
     deployment.fail_over();
     assert_eq!(deployment.primary_port(), deployment.replica.port());
