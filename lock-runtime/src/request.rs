@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::Attempt;
+use crate::backend::{AcquireArgs, Attempt};
 use crate::key::{validate_key, validate_ttl};
 use crate::token::{Token, owner_info};
 use crate::waiter::{FIRST_BACKOFF, MAX_BACKOFF, pause};
@@ -156,15 +156,16 @@ impl LockRequest {
                 key: &full_key,
                 token: Some(token),
             };
+            let owner = owner_info();
             let attempt = backend
-                .acquire(
-                    &full_key,
-                    &key,
-                    pending.token(),
-                    &owner_info(),
+                .acquire(&AcquireArgs {
+                    key: &full_key,
+                    user_key: &key,
+                    token: pending.token(),
+                    owner: &owner,
                     ttl,
-                    &client.inner.waiter_id,
-                )
+                    waiter: &client.inner.waiter_id,
+                })
                 .await;
             let pttl = match attempt {
                 Ok(Attempt::Acquired { fence }) => {

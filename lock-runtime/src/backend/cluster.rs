@@ -14,8 +14,8 @@ use redis::{ProtocolVersion, PushKind};
 use tokio::sync::Notify;
 
 use super::notices::{Notices, Subscriber};
-use super::redis::{ACQUIRE, RELEASE, RENEW, TOMBSTONE, parse_attempt};
-use super::{Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
+use super::redis::{acquire_on, inspect_on, parse_attempt, release_on, renew_on};
+use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups};
 use crate::key::redact_url;
 use crate::token::Token;
 use crate::{LockError, LockInfo};
@@ -79,42 +79,13 @@ impl ClusterBackend {
         })
     }
 
-    pub(crate) async fn acquire(
-        &self,
-        key: &str,
-        user_key: &str,
-        token: &Token,
-        owner: &str,
-        ttl: Duration,
-        waiter: &str,
-    ) -> Result<Attempt, LockError> {
-        let mut call = ACQUIRE.key(key);
-        call.arg(token.as_str())
-            .arg(millis(ttl))
-            .arg(owner)
-            .arg(waiter);
-        let reply: Vec<redis::Value> = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        parse_attempt(&reply, user_key)
+    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+        let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
+        parse_attempt(&reply, args.user_key)
     }
 
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
-        let released: i64 = RELEASE
-            .key(key)
-            .arg(token.as_str())
-            .arg(millis(TOMBSTONE))
-            .arg(millis(RESERVATION))
-            .arg("SPUBLISH")
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        Ok(match released {
-            2 => Release::Notified,
-            1 => Release::Released,
-            _ => Release::NotHeld,
-        })
+        release_on(&mut self.conn.clone(), key, token, Some("SPUBLISH")).await
     }
 
     /// One script call per slot, all at once; a slot whose call failed is unknown.
@@ -124,13 +95,16 @@ impl ClusterBackend {
             by_slot.entry(slot(r.key)).or_default().push(i);
         }
         let calls = by_slot.values().map(|indices| {
-            let mut call = RENEW.prepare_invoke();
-            for &i in indices {
-                let r = &batch[i];
-                call.key(r.key).arg(r.token.as_str()).arg(millis(r.ttl));
-            }
+            let group: Vec<Renewal<'_>> = indices
+                .iter()
+                .map(|&i| Renewal {
+                    key: batch[i].key,
+                    token: batch[i].token,
+                    ttl: batch[i].ttl,
+                })
+                .collect();
             let mut conn = self.conn.clone();
-            async move { call.invoke_async::<Vec<i64>>(&mut conn).await }
+            async move { renew_on(&mut conn, &group).await }
         });
         let replies = join_all(calls).await;
         let mut out = vec![None; batch.len()];
@@ -138,7 +112,7 @@ impl ClusterBackend {
             match reply {
                 Ok(renewed) => {
                     for (&i, r) in indices.iter().zip(renewed) {
-                        out[i] = Some(r == 1);
+                        out[i] = Some(r);
                     }
                 }
                 Err(err) => tracing::debug!(%err, "renewing a slot's locks failed"),
@@ -148,16 +122,7 @@ impl ClusterBackend {
     }
 
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        let (value, pttl): (Option<String>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(key)
-            .cmd("PTTL")
-            .arg(key)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
-        Ok(value.and_then(|v| parse_value(&v, ttl)))
+        inspect_on(&mut self.conn.clone(), key).await
     }
 
     pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {

@@ -2,12 +2,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Attempt, RESERVATION, Release, Renewal, Wakeups, lock_info};
+use super::{AcquireArgs, Attempt, RESERVATION, Release, Renewal, Wakeups, lock_info};
 use crate::LockInfo;
 use crate::token::{Token, unix_micros};
 
@@ -136,14 +135,15 @@ impl MemoryBackend {
         Self { store }
     }
 
-    pub(crate) fn acquire(
-        &self,
-        key: &str,
-        token: &Token,
-        owner: &str,
-        ttl: Duration,
-        waiter: &str,
-    ) -> Attempt {
+    pub(crate) fn acquire(&self, args: &AcquireArgs<'_>) -> Attempt {
+        let AcquireArgs {
+            key,
+            token,
+            owner,
+            ttl,
+            waiter,
+            ..
+        } = *args;
         let now = Instant::now();
         let mut state = self.store.lock();
         state.sweep(now);

@@ -49,6 +49,18 @@ pub(crate) enum Release {
     NotHeld,
 }
 
+/// What an acquire sends: the full key, the caller's key (for errors), the new token, owner
+/// info, the lease, and the client's waiter id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AcquireArgs<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) user_key: &'a str,
+    pub(crate) token: &'a Token,
+    pub(crate) owner: &'a str,
+    pub(crate) ttl: Duration,
+    pub(crate) waiter: &'a str,
+}
+
 /// One lease to renew in a batch.
 #[derive(Debug)]
 pub(crate) struct Renewal<'a> {
@@ -95,23 +107,14 @@ pub(crate) fn millis(d: Duration) -> u64 {
 }
 
 impl Backend {
-    /// `user_key` is for error messages only; `key` is the full (prefixed) key.
-    pub(crate) async fn acquire(
-        &self,
-        key: &str,
-        user_key: &str,
-        token: &Token,
-        owner: &str,
-        ttl: Duration,
-        waiter: &str,
-    ) -> Result<Attempt, LockError> {
+    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         match self {
-            Self::Redis(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
-            Self::Redlock(b) => b.acquire(key, user_key, token, owner, ttl).await,
-            Self::Sentinel(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
+            Self::Redis(b) => b.acquire(args).await,
+            Self::Redlock(b) => b.acquire(args).await,
+            Self::Sentinel(b) => b.acquire(args).await,
             #[cfg(feature = "cluster")]
-            Self::Cluster(b) => b.acquire(key, user_key, token, owner, ttl, waiter).await,
-            Self::Memory(b) => Ok(b.acquire(key, token, owner, ttl, waiter)),
+            Self::Cluster(b) => b.acquire(args).await,
+            Self::Memory(b) => Ok(b.acquire(args)),
         }
     }
 

@@ -6,24 +6,24 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
 use super::notices::{Notices, Subscriber};
-use super::{Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
+use super::{AcquireArgs, Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
 use crate::key::redact_url;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError, LockInfo};
 
-pub(crate) static ACQUIRE: LazyLock<Script> =
+static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/acquire.lua")));
-pub(crate) static RELEASE: LazyLock<Script> =
+static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/release.lua")));
-pub(crate) static RENEW: LazyLock<Script> =
+static RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/renew.lua")));
 
 /// How long a released lock's tombstone keeps its fence.
-pub(crate) const TOMBSTONE: Duration = Duration::from_secs(10);
+const TOMBSTONE: Duration = Duration::from_secs(10);
 
 pub(crate) struct RedisBackend {
     client: redis::Client,
@@ -85,49 +85,20 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) async fn acquire(
-        &self,
-        key: &str,
-        user_key: &str,
-        token: &Token,
-        owner: &str,
-        ttl: Duration,
-        waiter: &str,
-    ) -> Result<Attempt, LockError> {
-        let mut call = ACQUIRE.key(key);
-        call.arg(token.as_str())
-            .arg(millis(ttl))
-            .arg(owner)
-            .arg(waiter);
-        let reply: Vec<redis::Value> = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        parse_attempt(&reply, user_key)
+    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+        let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
+        parse_attempt(&reply, args.user_key)
     }
 
     /// An acquire that also reports how long this node has kept its data: `(attempt, boot
-    /// marker, server clock)`, both in microseconds. For Redlock; never queues.
+    /// marker, server clock)`, both in microseconds. For Redlock (which never queues).
     pub(crate) async fn acquire_with_boot(
         &self,
-        key: &str,
-        user_key: &str,
-        token: &Token,
-        owner: &str,
-        ttl: Duration,
+        args: &AcquireArgs<'_>,
         boot_key: &str,
     ) -> Result<(Attempt, u64, u64), LockError> {
-        let mut call = ACQUIRE.key(key);
-        call.key(boot_key)
-            .arg(token.as_str())
-            .arg(millis(ttl))
-            .arg(owner)
-            .arg("");
-        let reply: Vec<redis::Value> = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        let attempt = parse_attempt(&reply, user_key)?;
+        let reply = acquire_on(&mut self.conn.clone(), args, Some(boot_key)).await?;
+        let attempt = parse_attempt(&reply, args.user_key)?;
         let micros = |i: usize| {
             reply
                 .get(i)
@@ -159,47 +130,15 @@ impl RedisBackend {
     }
 
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
-        let released: i64 = RELEASE
-            .key(key)
-            .arg(token.as_str())
-            .arg(millis(TOMBSTONE))
-            .arg(millis(RESERVATION))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        Ok(match released {
-            2 => Release::Notified,
-            1 => Release::Released,
-            _ => Release::NotHeld,
-        })
+        release_on(&mut self.conn.clone(), key, token, None).await
     }
 
     pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut call = RENEW.prepare_invoke();
-        for r in batch {
-            call.key(r.key).arg(r.token.as_str()).arg(millis(r.ttl));
-        }
-        let reply: Vec<i64> = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        Ok(reply.into_iter().map(|r| r == 1).collect())
+        renew_on(&mut self.conn.clone(), batch).await
     }
 
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        let (value, pttl): (Option<String>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(key)
-            .cmd("PTTL")
-            .arg(key)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(LockError::from_redis)?;
-        let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
-        Ok(value.and_then(|v| parse_value(&v, ttl)))
+        inspect_on(&mut self.conn.clone(), key).await
     }
 
     pub(crate) async fn subscribe(
@@ -239,6 +178,89 @@ impl RedisBackend {
         *slot = Some(notices.clone());
         Ok(notices)
     }
+}
+
+/// Runs the acquire script on `conn` (a connection or a Cluster connection); `boot_key` for
+/// Redlock. The raw reply; see [`parse_attempt`].
+pub(crate) async fn acquire_on<C: ConnectionLike>(
+    conn: &mut C,
+    args: &AcquireArgs<'_>,
+    boot_key: Option<&str>,
+) -> Result<Vec<redis::Value>, LockError> {
+    let mut call = ACQUIRE.key(args.key);
+    let waiter = match boot_key {
+        Some(boot_key) => {
+            call.key(boot_key);
+            "" // Redlock does not queue
+        }
+        None => args.waiter,
+    };
+    call.arg(args.token.as_str())
+        .arg(millis(args.ttl))
+        .arg(args.owner)
+        .arg(waiter);
+    call.invoke_async(conn).await.map_err(LockError::from_redis)
+}
+
+/// Runs the release script on `conn`; `publish` is `"SPUBLISH"` on Redis Cluster.
+pub(crate) async fn release_on<C: ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    token: &Token,
+    publish: Option<&str>,
+) -> Result<Release, LockError> {
+    let mut call = RELEASE.key(key);
+    call.arg(token.as_str())
+        .arg(millis(TOMBSTONE))
+        .arg(millis(RESERVATION));
+    if let Some(publish) = publish {
+        call.arg(publish);
+    }
+    let released: i64 = call
+        .invoke_async(conn)
+        .await
+        .map_err(LockError::from_redis)?;
+    Ok(match released {
+        2 => Release::Notified,
+        1 => Release::Released,
+        _ => Release::NotHeld,
+    })
+}
+
+/// Runs the renew script on `conn` for the whole batch (one slot's keys on Redis Cluster).
+pub(crate) async fn renew_on<C: ConnectionLike>(
+    conn: &mut C,
+    batch: &[Renewal<'_>],
+) -> Result<Vec<bool>, LockError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = RENEW.prepare_invoke();
+    for r in batch {
+        call.key(r.key).arg(r.token.as_str()).arg(millis(r.ttl));
+    }
+    let reply: Vec<i64> = call
+        .invoke_async(conn)
+        .await
+        .map_err(LockError::from_redis)?;
+    Ok(reply.into_iter().map(|r| r == 1).collect())
+}
+
+/// Who holds `key`, read with `GET` and `PTTL` in one round trip.
+pub(crate) async fn inspect_on<C: ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+) -> Result<Option<LockInfo>, LockError> {
+    let (value, pttl): (Option<String>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(key)
+        .cmd("PTTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .map_err(LockError::from_redis)?;
+    let ttl = u64::try_from(pttl).ok().map(Duration::from_millis);
+    Ok(value.and_then(|v| parse_value(&v, ttl)))
 }
 
 /// Reads the acquire script's reply (see `scripts/acquire.lua`).

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
-use super::{Attempt, RedisBackend, Release, Renewal, Wakeups};
+use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError, LockInfo};
 
@@ -98,19 +98,14 @@ impl RedlockBackend {
         self.nodes.len() / 2 + 1
     }
 
-    pub(crate) async fn acquire(
-        &self,
-        key: &str,
-        user_key: &str,
-        token: &Token,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Attempt, LockError> {
-        let answers =
-            join_all(self.nodes.iter().map(|node| {
-                node.acquire_with_boot(key, user_key, token, owner, ttl, &self.boot_key)
-            }))
-            .await;
+    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+        let (key, token) = (args.key, args.token);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.acquire_with_boot(args, &self.boot_key)),
+        )
+        .await;
         // How long each answering node has kept its data.
         let ages: Vec<Option<u64>> = answers
             .iter()

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{Attempt, RedisBackend, Release, Renewal, Wakeups};
+use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
 use crate::key::redact_url;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError, LockInfo};
@@ -80,17 +80,10 @@ impl SentinelBackend {
         }
     }
 
-    pub(crate) async fn acquire(
-        &self,
-        key: &str,
-        user_key: &str,
-        token: &Token,
-        owner: &str,
-        ttl: Duration,
-        waiter: &str,
-    ) -> Result<Attempt, LockError> {
+    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+        let (key, token) = (args.key, args.token);
         self.on_primary(|node| async move {
-            let attempt = node.acquire(key, user_key, token, owner, ttl, waiter).await?;
+            let attempt = node.acquire(args).await?;
             let (Attempt::Acquired { .. }, Some((replicas, timeout))) = (&attempt, self.wait_replicas)
             else {
                 return Ok(attempt);
