@@ -33,12 +33,7 @@ fn main() {
 }
 
 async fn run() {
-    let phase = Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3),
-    );
+    let phase = distlock_tests::bench_phase();
     let server = RedisServer::start();
     let version: String = server.cmd(&["INFO", "server"]);
     let version = version

@@ -67,12 +67,7 @@ async fn load(label: &str, addr: SocketAddr, phase: Duration) {
 
 #[tokio::main]
 async fn main() {
-    let phase = Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3),
-    );
+    let phase = distlock_tests::bench_phase();
     let server = RedisServer::start();
     let route = || Router::new().route("/hello/{id}", get(hello));
     let plain = serve(route()).await;

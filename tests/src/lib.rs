@@ -289,6 +289,16 @@ impl RedisServer {
     }
 }
 
+/// How long each timed phase of a benchmark runs: `BENCH_SECONDS`, default 3.
+pub fn bench_phase() -> Duration {
+    Duration::from_secs(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3),
+    )
+}
+
 /// A latency histogram from 1 ns to 60 s, 3 significant digits.
 ///
 /// # Panics
