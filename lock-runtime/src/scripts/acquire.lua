@@ -32,17 +32,11 @@ if KEYS[2] then
     redis.call('SET', KEYS[2], boot)
   end
 end
-local function reply(status, value)
-  if boot then
-    return {status, value, boot, clock}
-  end
-  return {status, value}
-end
 
 local old = redis.pcall('SET', KEYS[1], 'H' .. ARGV[1] .. fence .. ':' .. ARGV[3],
   'NX', 'PX', ARGV[2], 'GET')
 if not old then
-  return reply(1, fence)
+  return boot and {1, fence, boot, clock} or {1, fence}
 end
 if type(old) == 'table' then
   -- WRONGTYPE: the key holds another type of value; anything else (READONLY on a demoted
@@ -63,7 +57,7 @@ if (state == 'T' and #old == 17) or (state == 'R' and #old > 18) then
       if ARGV[4] ~= '' and not string.find('|' .. waiting, '|' .. me, 1, true) then
         redis.call('APPEND', KEYS[1], me)
       end
-      return reply(0, redis.call('PTTL', KEYS[1]))
+      return boot and {0, redis.call('PTTL', KEYS[1]), boot, clock} or {0, redis.call('PTTL', KEYS[1])}
     end
     queue = string.sub(waiting, #me + 1)
   end
@@ -78,7 +72,7 @@ if (state == 'T' and #old == 17) or (state == 'R' and #old > 18) then
     value = 'W' .. value .. '|' .. queue
   end
   redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-  return reply(1, fence)
+  return boot and {1, fence, boot, clock} or {1, fence}
 end
 if #old < 50 or string.sub(old, 50, 50) ~= ':' or (state ~= 'H' and state ~= 'W') then
   return {-1}
@@ -94,4 +88,4 @@ if ARGV[4] ~= '' then
     redis.call('APPEND', KEYS[1], me)
   end
 end
-return reply(0, redis.call('PTTL', KEYS[1]))
+return boot and {0, redis.call('PTTL', KEYS[1]), boot, clock} or {0, redis.call('PTTL', KEYS[1])}
