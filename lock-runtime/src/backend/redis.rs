@@ -62,6 +62,11 @@ impl RedisBackend {
                 reason: "rediss:// needs the `tls` feature of distlock".into(),
             });
         }
+        #[cfg(feature = "tls")]
+        if url.starts_with("rediss://") {
+            // rustls needs a crypto provider; use ring unless the application installed one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(url).map_err(|e| LockError::InvalidUrl {
             url: redacted.clone(),
             reason: e.to_string().replace(url, &redacted),
