@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, MemoryBackend, RedisBackend, RedlockBackend, SentinelBackend};
+use crate::backend::{
+    Backend, MemoryBackend, PrimaryAuth, RedisBackend, RedlockBackend, SentinelBackend,
+};
 use crate::key::{validate_key, validate_ttl};
 use crate::token::waiter_id;
 use crate::waiter::Gates;
@@ -312,6 +314,7 @@ pub struct LockClientBuilder {
     command_timeout: Duration,
     quarantine: Option<Duration>,
     wait_replicas: Option<(usize, Duration)>,
+    primary_auth: PrimaryAuth,
     target: Target,
 }
 
@@ -337,6 +340,7 @@ impl Default for LockClientBuilder {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             quarantine: None,
             wait_replicas: None,
+            primary_auth: PrimaryAuth::default(),
             target: Target::None,
         }
     }
@@ -455,6 +459,24 @@ impl LockClientBuilder {
         self
     }
 
+    /// Sentinel only: the credentials of the primary (and replicas); the sentinels' own go in
+    /// their URLs. Without it the primary is reached without credentials.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder()
+    ///     .sentinel("mymaster", ["redis://:sentinel-pw@10.0.0.1:26379"])
+    ///     .sentinel_primary_auth(None, "primary-pw");
+    /// ```
+    pub fn sentinel_primary_auth(mut self, username: Option<&str>, password: &str) -> Self {
+        self.primary_auth = PrimaryAuth {
+            username: username.map(str::to_owned),
+            password: Some(password.to_owned()),
+        };
+        self
+    }
+
     /// Use an in-process store (several clients may share one).
     ///
     /// # Examples
@@ -566,6 +588,7 @@ impl LockClientBuilder {
                     &sentinels,
                     self.command_timeout,
                     self.wait_replicas,
+                    self.primary_auth,
                 )
                 .await?,
             ),

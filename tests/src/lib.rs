@@ -25,6 +25,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// A sentinel's configuration file (sentinels run `redis-server <config> --sentinel`).
     sentinel_config: Option<String>,
+    /// The password clients use (`--requirepass`), if any.
+    password: Option<String>,
 }
 
 const INSTALL_HINT: &str = "redis-server was not found on PATH. The distlock tests run against \
@@ -56,7 +58,13 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`].
     pub fn start_replica_of(primary: &RedisServer) -> Self {
-        Self::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()])
+        let port = primary.port().to_string();
+        let mut args = vec!["--replicaof", "127.0.0.1", &port];
+        // A replica that may become the primary needs the same password both ways.
+        if let Some(password) = &primary.password {
+            args.extend(["--masterauth", password, "--requirepass", password]);
+        }
+        Self::start_with(&args)
     }
 
     /// Starts a sentinel watching `primary` under the name `master` (quorum 1, down after
@@ -66,12 +74,15 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`].
     pub fn start_sentinel(master: &str, primary: &RedisServer) -> Self {
-        let config = format!(
+        let mut config = format!(
             "sentinel monitor {master} 127.0.0.1 {port} 1\n\
              sentinel down-after-milliseconds {master} 500\n\
              sentinel failover-timeout {master} 2000\n",
             port = primary.port()
         );
+        if let Some(password) = &primary.password {
+            config.push_str(&format!("sentinel auth-pass {master} {password}\n"));
+        }
         Self::launch(&[], Some(config))
     }
 
@@ -86,6 +97,11 @@ impl RedisServer {
             dir,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             sentinel_config,
+            password: extra
+                .iter()
+                .position(|a| *a == "--requirepass")
+                .and_then(|i| extra.get(i + 1))
+                .map(|p| (*p).to_owned()),
         };
         // A free port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
@@ -166,7 +182,10 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// The process id (while running).

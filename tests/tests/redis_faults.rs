@@ -47,7 +47,7 @@ async fn a_wrong_password_is_an_auth_error_and_the_right_one_works() {
     let err = LockClient::connect(&wrong).await.unwrap_err();
     assert_eq!(backend_kind(&err), BackendErrorKind::Auth, "{err}");
     assert!(!format!("{err} {err:?}").contains("wrong-pw"));
-    let none = LockClient::connect(&server.url()).await;
+    let none = LockClient::connect(&format!("redis://127.0.0.1:{}", server.port())).await;
     let err = match none {
         Ok(client) => client.lock("k").await.unwrap_err(),
         Err(err) => err,

@@ -13,7 +13,11 @@ struct Deployment {
 
 impl Deployment {
     fn start() -> Self {
-        let primary = RedisServer::start();
+        Self::start_with(&[])
+    }
+
+    fn start_with(primary_args: &[&str]) -> Self {
+        let primary = RedisServer::start_with(primary_args);
         let replica = RedisServer::start_replica_of(&primary);
         let sentinel = RedisServer::start_sentinel("locks", &primary);
         let deployment = Deployment {
@@ -162,4 +166,54 @@ async fn replicas_that_do_not_acknowledge_make_the_acquire_fail_and_release() {
         value.is_none_or(|v| v.starts_with('T')),
         "released after the failed WAIT"
     );
+}
+
+#[tokio::test]
+async fn a_password_protected_primary_is_reached_with_its_credentials() {
+    let deployment =
+        Deployment::start_with(&["--requirepass", "pr1m@ry-pw", "--masterauth", "pr1m@ry-pw"]);
+    let without = LockClient::builder()
+        .sentinel("locks", [deployment.sentinel.url()])
+        .build()
+        .await;
+    let err = match without {
+        Ok(client) => client.lock("k").await.unwrap_err(),
+        Err(err) => err,
+    };
+    assert!(err.is_backend(), "{err}");
+    assert!(
+        !err.to_string().contains("pr1m@ry"),
+        "password leaked: {err}"
+    );
+
+    let client = LockClient::builder()
+        .sentinel("locks", [deployment.sentinel.url()])
+        .sentinel_primary_auth(None, "pr1m@ry-pw")
+        .command_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        !format!("{client:?}").contains("pr1m@ry"),
+        "password in Debug"
+    );
+    client.lock("k").await.unwrap().release().await.unwrap();
+    deployment.fail_over();
+    let shown = format!("{client:?}");
+    assert!(!shown.contains("pr1m"), "password in Debug: {shown}");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let attempt = client.lock("after").await;
+            if let Ok(guard) = attempt {
+                let on_new: Option<String> = deployment.replica.cmd(&["GET", "distlock:after"]);
+                guard.release().await.unwrap();
+                if on_new.is_some() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the client follows to the new (password-protected) primary");
 }

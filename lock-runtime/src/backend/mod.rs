@@ -24,7 +24,7 @@ pub(crate) use self::cluster::ClusterBackend;
 pub(crate) use self::memory::MemoryBackend;
 pub(crate) use self::redis::RedisBackend;
 pub(crate) use self::redlock::RedlockBackend;
-pub(crate) use self::sentinel::SentinelBackend;
+pub(crate) use self::sentinel::{PrimaryAuth, SentinelBackend};
 
 /// The outcome of one acquire attempt.
 #[derive(Debug)]

@@ -22,11 +22,49 @@ pub(crate) struct SentinelBackend {
     wait_replicas: Option<(usize, Duration)>,
 }
 
+/// How to log in to the primary (sentinels and primaries usually have separate passwords).
+#[derive(Clone, Default)]
+pub(crate) struct PrimaryAuth {
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+impl std::fmt::Debug for PrimaryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrimaryAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl PrimaryAuth {
+    /// `redis://[user][:password@]host:port`, credentials percent-encoded.
+    fn url(&self, host: &str, port: u16) -> String {
+        let encode = |s: &str| {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        let user = self.username.as_deref().map(encode).unwrap_or_default();
+        match &self.password {
+            Some(password) => format!("redis://{user}:{}@{host}:{port}", encode(password)),
+            None if !user.is_empty() => format!("redis://{user}@{host}:{port}"),
+            None => format!("redis://{host}:{port}"),
+        }
+    }
+}
+
 /// The primary in use, shared with the task that listens for `+switch-master`.
-#[derive(Debug)]
 struct Primary {
     master: String,
     sentinels: Vec<String>,
+    auth: PrimaryAuth,
     command_timeout: Duration,
     current: RwLock<(String, Arc<RedisBackend>)>,
     switching: tokio::sync::Mutex<()>,
@@ -38,6 +76,7 @@ impl SentinelBackend {
         sentinels: &[String],
         command_timeout: Duration,
         wait_replicas: Option<(usize, Duration)>,
+        auth: PrimaryAuth,
     ) -> Result<Self, LockError> {
         if sentinels.is_empty() {
             return Err(LockError::InvalidUrl {
@@ -45,11 +84,12 @@ impl SentinelBackend {
                 reason: "Sentinel needs at least one sentinel URL".into(),
             });
         }
-        let address = resolve(master, sentinels, command_timeout).await?;
+        let address = resolve(master, sentinels, &auth, command_timeout).await?;
         let node = RedisBackend::connect(&address, command_timeout).await?;
         let primary = Arc::new(Primary {
             master: master.to_owned(),
             sentinels: sentinels.to_vec(),
+            auth,
             command_timeout,
             current: RwLock::new((address, Arc::new(node))),
             switching: tokio::sync::Mutex::new(()),
@@ -122,6 +162,18 @@ impl SentinelBackend {
     }
 }
 
+impl std::fmt::Debug for Primary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sentinels: Vec<String> = self.sentinels.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("Primary")
+            .field("master", &self.master)
+            .field("sentinels", &sentinels)
+            .field("auth", &self.auth)
+            .field("current", &self.node())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Primary {
     fn node(&self) -> Arc<RedisBackend> {
         self.current
@@ -138,7 +190,13 @@ impl Primary {
         if !Arc::ptr_eq(&current, failed) {
             return Ok(current); // another call already switched
         }
-        let address = resolve(&self.master, &self.sentinels, self.command_timeout).await?;
+        let address = resolve(
+            &self.master,
+            &self.sentinels,
+            &self.auth,
+            self.command_timeout,
+        )
+        .await?;
         self.switch_to(address, current).await
     }
 
@@ -191,12 +249,11 @@ async fn listen_for_switches(url: String, primary: std::sync::Weak<Primary>) {
                 if let [name, _, _, ip, port] = fields.as_slice()
                     && *name == primary.master
                 {
+                    let Ok(port) = port.parse() else { continue };
+                    let address = primary.auth.url(ip, port);
                     let _one_at_a_time = primary.switching.lock().await;
                     let current = primary.node();
-                    if let Err(err) = primary
-                        .switch_to(format!("redis://{ip}:{port}"), current)
-                        .await
-                    {
+                    if let Err(err) = primary.switch_to(address, current).await {
                         tracing::warn!(%err, "could not connect to the new primary yet");
                     }
                 }
@@ -223,6 +280,7 @@ fn failover_symptom(err: &LockError) -> bool {
 async fn resolve(
     master: &str,
     sentinels: &[String],
+    auth: &PrimaryAuth,
     timeout: Duration,
 ) -> Result<String, LockError> {
     let mut last_error = None;
@@ -244,7 +302,7 @@ async fn resolve(
                 .map_err(LockError::from_redis)
         };
         match tokio::time::timeout(timeout, asked).await {
-            Ok(Ok(Some((host, port)))) => return Ok(format!("redis://{host}:{port}")),
+            Ok(Ok(Some((host, port)))) => return Ok(auth.url(&host, port)),
             Ok(Ok(None)) => {
                 last_error = Some(format!(
                     "{} does not know a primary named `{master}`",
