@@ -44,8 +44,8 @@ generate() { # $1 = macro|hand
 }
 
 cd "$dir"
-generate hand
-cargo build --quiet 2>/dev/null || cargo build   # dependencies, once
+generate macro
+cargo build --quiet 2>/dev/null || cargo build   # dependencies (and distlock-macros), once
 for variant in hand macro hand macro; do
   generate "$variant"
   start=$(date +%s%N)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::{CHAIN, Frame, innermost};
-use crate::{LockClient, LockError};
+use crate::{LockClient, LockError, LockGuard};
 
 pub use std::time::Duration as StdDuration;
 
@@ -118,53 +118,78 @@ where
     F: Future<Output = R>,
     R: LockResult,
 {
-    let client = match client {
-        Ok(client) => client,
+    // The generic part is kept small: this fn is instantiated once per guarded fn.
+    let (guard, frame) = match enter(client, key, ttl, wait).await {
+        Ok(Entered::Nested) => return body.await,
+        Ok(Entered::Held(guard, frame)) => (guard, frame),
         Err(err) => return R::lock_failed(err),
     };
+    let body = CHAIN.scope(Some(frame), body);
+    let result = match on_lost {
+        OnLost::Cancel => {
+            let lost = guard.lost_owned();
+            tokio::pin!(body);
+            tokio::select! {
+                biased;
+                result = &mut body => result,
+                () = lost => return R::lock_failed(abandon(guard)),
+            }
+        }
+        OnLost::Ignore => body.await,
+    };
+    match leave(guard, on_lost, result.succeeded()).await {
+        Some(err) => R::lock_failed(err),
+        None => result,
+    }
+}
+
+enum Entered {
+    /// The call chain already holds this key on this client.
+    Nested,
+    Held(LockGuard, Arc<Frame>),
+}
+
+/// Acquires (unless the call chain holds the key already) and builds the call-chain frame.
+async fn enter(
+    client: Result<LockClient, LockError>,
+    key: String,
+    ttl: Option<Duration>,
+    wait: Duration,
+) -> Result<Entered, LockError> {
+    let client = client?;
     let full_key = client.full_key(&key);
     let outer = innermost();
     if Frame::holding(outer.as_ref(), &client, &full_key).is_some() {
-        return body.await;
+        return Ok(Entered::Nested);
     }
     let mut request = client.lock(key.clone()).wait(wait);
     if let Some(ttl) = ttl {
         request = request.ttl(ttl);
     }
-    let guard = match request.await {
-        Ok(guard) => guard,
-        Err(err) => return R::lock_failed(err),
-    };
+    let guard = request.await?;
     let frame = Frame::new(client, full_key, key, guard.fencing_token(), outer);
-    let body = CHAIN.scope(Some(Arc::new(frame)), body);
-    let result = match on_lost {
-        OnLost::Cancel => {
-            let lease = guard.lease();
-            tokio::pin!(body);
-            tokio::select! {
-                biased;
-                result = &mut body => result,
-                () = lease.lost() => {
-                    let key = lease.key.clone();
-                    drop(guard);
-                    return R::lock_failed(LockError::Lost { key });
-                }
-            }
-        }
-        OnLost::Ignore => body.await,
-    };
+    Ok(Entered::Held(guard, Arc::new(frame)))
+}
+
+/// The lease was lost mid-body: drop the guard (released in the background) and say so.
+fn abandon(guard: LockGuard) -> LockError {
+    LockError::Lost {
+        key: guard.key().to_owned(),
+    }
+}
+
+/// Releases after the body; an error only when the body's success cannot stand: with
+/// `on_lost = "cancel"`, a lease that ran out before the body finished unnoticed would claim
+/// exclusion that did not hold.
+async fn leave(guard: LockGuard, on_lost: OnLost, succeeded: bool) -> Option<LockError> {
     match guard.release().await {
-        Ok(()) => result,
-        // The lease ran out before the body finished and nobody noticed in time: a success
-        // would claim exclusion that did not hold.
-        Err(err @ LockError::Lost { .. })
-            if matches!(on_lost, OnLost::Cancel) && result.succeeded() =>
-        {
-            R::lock_failed(err)
+        Ok(()) => None,
+        Err(err @ LockError::Lost { .. }) if matches!(on_lost, OnLost::Cancel) && succeeded => {
+            Some(err)
         }
         Err(err) => {
             tracing::debug!(%err, "releasing after the guarded call failed");
-            result
+            None
         }
     }
 }

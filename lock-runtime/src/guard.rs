@@ -174,10 +174,6 @@ impl LockGuard {
         async move { lease.lost().await }
     }
 
-    pub(crate) fn lease(&self) -> Arc<Lease> {
-        self.lease.clone()
-    }
-
     /// Sets the lease to `ttl` from now (the watchdog keeps renewing with the new value).
     ///
     /// # Examples
