@@ -308,6 +308,43 @@ impl RedisServer {
     }
 }
 
+/// Waits until `key` is held (by anyone), polling every 5 ms: tests act on "the request holds
+/// its lock now" instead of sleeping and hoping.
+///
+/// # Panics
+///
+/// After 5 s without the lock being held.
+pub async fn wait_until_held(client: &distlock::LockClient, key: &str) {
+    wait_for_lock(client, key, |_| true, "held").await;
+}
+
+/// Waits until someone was turned away from `key` while it is held (a waiter is queued).
+///
+/// # Panics
+///
+/// After 5 s.
+pub async fn wait_until_contended(client: &distlock::LockClient, key: &str) {
+    wait_for_lock(client, key, |info| info.contended, "contended").await;
+}
+
+async fn wait_for_lock(
+    client: &distlock::LockClient,
+    key: &str,
+    done: impl Fn(&distlock::LockInfo) -> bool,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(Some(info)) = client.inspect(key).await
+            && done(&info)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "`{key}` never became {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// How long each timed phase of a benchmark runs: `BENCH_SECONDS`, default 3.
 pub fn bench_phase() -> Duration {
     Duration::from_secs(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::Env;
 use distlock::{LockClient, LockError, distributed_lock};
+use distlock_tests::{wait_until_contended, wait_until_held};
 
 on_both_backends!(
     callers_exclude_each_other,
@@ -75,7 +76,7 @@ async fn waits_then_runs(env: &Env) {
     let client = env.client().await;
     let held = other.lock("patient").await.unwrap();
     let call = tokio::spawn(async move { patient(&client).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_contended(&other, "patient").await;
     let released = Instant::now();
     held.release().await.unwrap();
     let ran = call.await.unwrap().unwrap();
@@ -156,7 +157,7 @@ async fn lost_lease_cancels_the_body(env: &Env) {
         let (client, reached_end) = (client.clone(), reached_end.clone());
         async move { doomed(&client, &reached_end).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_held(&client, "doomed").await;
     env.flush();
     let started = Instant::now();
     let err = call.await.unwrap().unwrap_err();
@@ -185,7 +186,7 @@ async fn ignore_lets_the_body_finish(env: &Env) {
         let client = client.clone();
         async move { stubborn(&client).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_held(&client, "stubborn").await;
     env.flush();
     assert_eq!(call.await.unwrap().unwrap(), 7);
 }

@@ -198,7 +198,7 @@ async fn the_uncontended_path_publishes_nothing() {
             .await
             .map(drop)
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    distlock_tests::wait_until_contended(&client, "quiet").await;
     held.release().await.unwrap();
     waiter.await.unwrap().unwrap();
     let stats: String = server.cmd(&["INFO", "commandstats"]);

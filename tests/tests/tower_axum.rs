@@ -10,6 +10,7 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use common::Env;
 use distlock::LockClient;
+use distlock_tests::wait_until_held;
 use distlock_tower::{HeaderKey, LockLayer, PathParam, Protocol, Rejection};
 
 on_both_backends!(
@@ -63,12 +64,12 @@ async fn post_pay(addr: SocketAddr, id: &str, ms: u64) -> reqwest::Response {
 async fn same_key_conflicts_and_distinct_keys_run_together(env: &Env) {
     let client = env.client().await;
     let addr = serve(app(
-        LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_secs(30))
+        LockLayer::new(client.clone(), PathParam::new("id")).ttl(Duration::from_secs(30))
     ))
     .await;
     let started = Instant::now();
     let slow = tokio::spawn(post_pay(addr, "1", 600));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_until_held(&client, "1").await;
 
     let busy = post_pay(addr, "1", 0).await;
     assert_eq!(busy.status(), 423);
@@ -151,12 +152,12 @@ async fn a_dropped_request_releases_its_lock_at_once(env: &Env) {
 async fn a_lost_lease_ends_the_request(env: &Env) {
     let client = env.client().await;
     let addr = serve(app(
-        LockLayer::new(client, PathParam::new("id")).ttl(Duration::from_millis(600))
+        LockLayer::new(client.clone(), PathParam::new("id")).ttl(Duration::from_millis(600))
     ))
     .await;
     let started = Instant::now();
     let request = tokio::spawn(post_pay(addr, "5", 5000));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_held(&client, "5").await;
     env.flush();
     let response = request.await.unwrap();
     assert_eq!(response.status(), 503);

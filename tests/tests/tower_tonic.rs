@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::Env;
 use distlock::LockClient;
+use distlock_tests::wait_until_held;
 use distlock_tower::{GrpcMetadata, LockLayer};
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Response, Status};
@@ -88,13 +89,14 @@ fn layer(client: LockClient) -> LockLayer<GrpcMetadata> {
 }
 
 async fn same_key_calls_conflict_and_distinct_keys_run(env: &Env) {
-    let addr = serve(layer(env.client().await)).await;
+    let client = env.client().await;
+    let addr = serve(layer(client.clone())).await;
     let mut grpc = connect(addr).await;
     let slow = tokio::spawn({
         let mut grpc = grpc.clone();
         async move { grpc.check(call(Some("7"), 600)).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_until_held(&client, "/grpc.health.v1.Health/Check:7").await;
     let status = grpc.check(call(Some("7"), 0)).await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert!(status.message().contains("locked"), "{}", status.message());
@@ -163,13 +165,13 @@ async fn a_cancelled_call_releases_its_lock(env: &Env) {
 
 async fn a_lost_lease_aborts_the_call(env: &Env) {
     let client = env.client().await;
-    let addr = serve(layer(client).ttl(Duration::from_millis(600))).await;
+    let addr = serve(layer(client.clone()).ttl(Duration::from_millis(600))).await;
     let mut grpc = connect(addr).await;
     let slow = tokio::spawn({
         let mut grpc = grpc.clone();
         async move { grpc.check(call(Some("6"), 5_000)).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_held(&client, "/grpc.health.v1.Health/Check:6").await;
     env.flush();
     let status = slow.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
