@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Backend, Release, Renewal};
+use crate::backend::{Release, Renewal};
 use crate::key::validate_ttl;
 use crate::token::Token;
 use crate::waiter::GatePass;
@@ -253,22 +253,18 @@ impl LockGuard {
     ///
     /// Cancel safe: if the future is dropped, the release finishes in the background.
     pub async fn release(mut self) -> Result<(), LockError> {
-        self.released = true;
         self.client.inner.watchdog.forget(self.id);
-        let mut bg = BackgroundRelease {
-            client: self.client.clone(),
-            key: self.lease.full_key.clone(),
-            token: Some(self.lease.token.clone()),
-            pass: self.lease.take_pass(),
-        };
+        // If this future is dropped before the answer, `self` is dropped unreleased and its
+        // `Drop` sends the release again in the background (releasing twice is harmless).
         let released = self
             .client
             .inner
             .backend
             .release(&self.lease.full_key, &self.lease.token)
             .await;
-        bg.token = None;
-        drop(bg);
+        self.released = true;
+        // Hand this process's turn on only once the release has landed.
+        drop(self.lease.take_pass());
         match released {
             Ok(Release::Released | Release::Notified) => Ok(()),
             Ok(Release::NotHeld) => {
@@ -301,55 +297,33 @@ impl Drop for LockGuard {
     }
 }
 
-/// Releases `key` by `token` on a spawned task; the gate turn (if any) is handed on after.
+/// Releases `key` by `token` without waiting: at once when the backend needs no I/O, else on a
+/// spawned task. The gate turn (if any) is handed on after the release.
 pub(crate) fn release_in_background(
     client: LockClient,
     key: String,
     token: Token,
     pass: Option<GatePass>,
 ) {
-    drop(BackgroundRelease {
-        client,
-        key,
-        token: Some(token),
-        pass,
-    });
-}
-
-/// Releases on drop, unless its token was taken out: used so a release whose future is
-/// dropped still happens.
-struct BackgroundRelease {
-    client: LockClient,
-    key: String,
-    token: Option<Token>,
-    pass: Option<GatePass>,
-}
-
-impl Drop for BackgroundRelease {
-    fn drop(&mut self) {
-        let Some(token) = self.token.take() else {
-            return;
-        };
-        if let Backend::Memory(memory) = &self.client.inner.backend {
-            // No I/O: release right here, so the key is free the moment the guard is gone.
-            memory.release(&self.key, &token);
-            return;
-        }
-        if let Some(pass) = &self.pass {
-            pass.set_releasing(true);
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to release on: the lease runs out by itself.
-            return;
-        };
-        let client = self.client.clone();
-        let key = std::mem::take(&mut self.key);
-        let pass = self.pass.take();
-        runtime.spawn(async move {
-            if let Err(err) = client.inner.backend.release(&key, &token).await {
-                tracing::debug!(%err, "background release failed; the lease will run out");
-            }
-            drop(pass);
-        });
+    if client
+        .inner
+        .backend
+        .release_without_io(&key, &token)
+        .is_some()
+    {
+        return;
     }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // No runtime to release on: the lease runs out by itself.
+        return;
+    };
+    if let Some(pass) = &pass {
+        pass.set_releasing(true);
+    }
+    runtime.spawn(async move {
+        if let Err(err) = client.inner.backend.release(&key, &token).await {
+            tracing::debug!(%err, "background release failed; the lease will run out");
+        }
+        drop(pass);
+    });
 }

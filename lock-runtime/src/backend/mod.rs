@@ -118,6 +118,15 @@ impl Backend {
         }
     }
 
+    /// A release that needs no I/O (the in-process backend), done at once; `None` when the
+    /// backend must be asked over the network.
+    pub(crate) fn release_without_io(&self, key: &str, token: &Token) -> Option<Release> {
+        match self {
+            Self::Memory(b) => Some(b.release(key, token)),
+            _ => None,
+        }
+    }
+
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         match self {
             Self::Redis(b) => b.release(key, token).await,
