@@ -50,7 +50,7 @@ pub struct LockClient {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) backend: Backend,
+    pub(crate) backend: Arc<Backend>,
     pub(crate) prefix: String,
     pub(crate) default_ttl: Duration,
     pub(crate) command_timeout: Duration,
@@ -142,7 +142,7 @@ impl LockClient {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                backend,
+                backend: Arc::new(backend),
                 prefix,
                 default_ttl,
                 command_timeout,

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Release, Renewal};
+use crate::backend::{Backend, Release, Renewal};
 use crate::key::validate_ttl;
+use crate::lease::{CommandPermit, Lease, Outcome};
 use crate::token::Token;
 use crate::waiter::GatePass;
-use crate::watchdog::Lease;
 use crate::{BackendErrorKind, LockClient, LockError};
 
 /// A held lock. Renewed by the client's watchdog while it lives (unless the request turned
@@ -56,7 +56,7 @@ impl LockGuard {
         let id = client
             .inner
             .watchdog
-            .track(&client.inner, lease.clone(), renew, sent);
+            .track(&client.inner.backend, lease.clone(), renew, sent);
         Self {
             client,
             lease,
@@ -78,7 +78,7 @@ impl LockGuard {
     /// # }
     /// ```
     pub fn key(&self) -> &str {
-        &self.lease.key
+        self.lease.key()
     }
 
     /// The fencing token of this acquisition: larger than that of every earlier holder of the
@@ -100,7 +100,7 @@ impl LockGuard {
     /// # }
     /// ```
     pub fn fencing_token(&self) -> u64 {
-        self.lease.fence
+        self.lease.fence()
     }
 
     /// True while the lease is believed held: not reported lost and within its local deadline.
@@ -174,7 +174,9 @@ impl LockGuard {
         async move { lease.lost().await }
     }
 
-    /// Sets the lease to `ttl` from now (the watchdog keeps renewing with the new value).
+    /// Sets the lease to `ttl` from now, shorter or longer; the watchdog keeps renewing with
+    /// the new value. The guard's own deadline follows the server's: after a shorter
+    /// extension [`is_held`](Self::is_held) and [`lost`](Self::lost) go by the shorter lease.
     ///
     /// # Examples
     ///
@@ -184,6 +186,7 @@ impl LockGuard {
     /// use std::time::Duration;
     /// let guard = distlock::LockClient::memory().lock("k").await?;
     /// guard.extend(Duration::from_secs(120)).await?;
+    /// guard.extend(Duration::from_millis(500)).await?; // shorter works too
     /// # Ok(())
     /// # }
     /// ```
@@ -191,41 +194,56 @@ impl LockGuard {
     /// # Errors
     ///
     /// [`LockError::Lost`] when the lock is no longer ours (the guard then reports lost),
-    /// [`LockError::InvalidDuration`] for a lease under 100 ms, backend failures.
+    /// [`LockError::InvalidDuration`] for a lease outside 100 ms ..= 30 days, backend
+    /// failures (the lease may or may not have been changed: the guard then trusts the
+    /// shorter of the two).
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the lease is either extended or not; a dropped call changes nothing else.
+    /// Cancel safe: a dropped call whose command may have landed counts as a failed one (the
+    /// guard trusts the shorter of the old and the new lease).
     pub async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
         validate_ttl("ttl", ttl)?;
+        // Wait for a renewal in flight: commands on one lease never race.
+        let permit = self.lease.command().await;
         if !self.lease.is_held() {
             return Err(self.lost_error());
         }
         let sent = Instant::now();
+        let mut pending = Unsettled {
+            lease: &self.lease,
+            permit: Some(permit),
+            sent,
+            ttl,
+        };
         let renewed = self
             .client
             .inner
             .backend
             .renew(&[Renewal {
-                key: &self.lease.full_key,
-                token: &self.lease.token,
+                key: self.lease.full_key(),
+                token: self.lease.token(),
                 ttl,
             }])
-            .await?;
-        match renewed.first() {
-            Some(Some(true)) => {
-                self.lease.renewed(sent, ttl);
-                self.client.inner.watchdog.rescheduled(self.id, sent, ttl);
-                Ok(())
-            }
-            Some(None) => Err(LockError::backend(
+            .await;
+        let outcome = match &renewed {
+            Ok(answers) => match answers.first() {
+                Some(Some(true)) => Outcome::Granted,
+                Some(Some(false)) => Outcome::NotHeld,
+                _ => Outcome::Unknown,
+            },
+            Err(_) => Outcome::Unknown,
+        };
+        pending.settle(outcome);
+        self.client.inner.watchdog.rescheduled(self.id, sent, ttl);
+        match (outcome, renewed) {
+            (Outcome::Granted, _) => Ok(()),
+            (Outcome::NotHeld, _) => Err(self.lost_error()),
+            (Outcome::Unknown, Err(err)) => Err(err),
+            (Outcome::Unknown, Ok(_)) => Err(LockError::backend(
                 BackendErrorKind::Connection,
                 "too few Redlock nodes answered to extend the lease",
             )),
-            _ => {
-                self.lease.mark_lost();
-                Err(self.lost_error())
-            }
         }
     }
 
@@ -260,7 +278,7 @@ impl LockGuard {
             .client
             .inner
             .backend
-            .release(&self.lease.full_key, &self.lease.token)
+            .release(self.lease.full_key(), self.lease.token())
             .await;
         self.released = true;
         // Hand this process's turn on only once the release has landed.
@@ -277,7 +295,7 @@ impl LockGuard {
 
     fn lost_error(&self) -> LockError {
         LockError::Lost {
-            key: self.lease.key.clone(),
+            key: self.lease.key().to_owned(),
         }
     }
 }
@@ -289,39 +307,54 @@ impl Drop for LockGuard {
         }
         self.client.inner.watchdog.forget(self.id);
         release_in_background(
-            self.client.clone(),
-            self.lease.full_key.clone(),
-            self.lease.token.clone(),
+            &self.client.inner.backend,
+            self.lease.full_key().to_owned(),
+            self.lease.token().clone(),
             self.lease.take_pass(),
         );
     }
 }
 
-/// Releases `key` by `token` without waiting: at once when the backend needs no I/O, else on a
-/// spawned task. The gate turn (if any) is handed on after the release.
+/// A command on the lease whose outcome is not settled yet: if dropped unsettled (the
+/// caller went away), it counts as unknown.
+struct Unsettled<'a> {
+    lease: &'a Lease,
+    permit: Option<CommandPermit>,
+    sent: Instant,
+    ttl: Duration,
+}
+
+impl Unsettled<'_> {
+    fn settle(&mut self, outcome: Outcome) {
+        if let Some(permit) = self.permit.take() {
+            self.lease.settle(&permit, self.sent, self.ttl, outcome);
+        }
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        self.settle(Outcome::Unknown);
+    }
+}
+
+/// Releases `key` by `token` without waiting: at once when the backend needs no I/O, else on
+/// the library's background runtime. The gate turn (if any) is handed on after the release.
 pub(crate) fn release_in_background(
-    client: LockClient,
+    backend: &Arc<Backend>,
     key: String,
     token: Token,
     pass: Option<GatePass>,
 ) {
-    if client
-        .inner
-        .backend
-        .release_without_io(&key, &token)
-        .is_some()
-    {
+    if backend.release_without_io(&key, &token).is_some() {
         return;
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        // No runtime to release on: the lease runs out by itself.
-        return;
-    };
     if let Some(pass) = &pass {
         pass.set_releasing(true);
     }
-    runtime.spawn(async move {
-        if let Err(err) = client.inner.backend.release(&key, &token).await {
+    let backend = backend.clone();
+    crate::background::spawn(async move {
+        if let Err(err) = backend.release(&key, &token).await {
             tracing::debug!(%err, "background release failed; the lease will run out");
         }
         drop(pass);

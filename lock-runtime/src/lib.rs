@@ -78,12 +78,14 @@
 #[doc(hidden)]
 pub mod __private;
 mod backend;
+mod background;
 mod client;
 mod context;
 mod error;
 pub mod guarantees;
 mod guard;
 mod key;
+mod lease;
 mod request;
 mod token;
 mod waiter;

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{AcquireArgs, Attempt};
+use crate::backend::{AcquireArgs, Attempt, Backend};
+use crate::guard::release_in_background;
 use crate::key::{validate_key, validate_ttl};
+use crate::lease::Lease;
 use crate::token::{Token, owner_info};
 use crate::waiter::{FIRST_BACKOFF, MAX_BACKOFF, pause};
-use crate::watchdog::{Lease, valid_until};
 use crate::{BackendErrorKind, LockClient, LockError, LockGuard};
 
 /// A request for one lock: set the lease, the wait and the watchdog, then `.await` it.
@@ -137,6 +138,14 @@ impl LockRequest {
 
         let backend = &client.inner.backend;
         let mut wakeups = None;
+        // Only a request that will wait joins the key's queue of waiting clients, and it
+        // leaves the queue again if it gives up.
+        let mut queued = Queued {
+            backend,
+            key: &full_key,
+            waiter: (!wait.is_zero()).then_some(client.inner.waiter_id.as_str()),
+            joined: false,
+        };
 
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -152,7 +161,7 @@ impl LockRequest {
             let token = Token::generate()?;
             let sent = Instant::now();
             let pending = PendingAcquire {
-                client: &client,
+                backend,
                 key: &full_key,
                 token: Some(token),
             };
@@ -164,29 +173,43 @@ impl LockRequest {
                     token: pending.token(),
                     owner: &owner,
                     ttl,
-                    waiter: &client.inner.waiter_id,
+                    waiter: queued.waiter,
                 })
                 .await;
             let pttl = match attempt {
                 Ok(Attempt::Acquired { fence }) => {
-                    let deadline_local = valid_until(sent, ttl);
-                    if Instant::now() >= deadline_local {
+                    // A reservation made for us (if any) was taken by this acquire.
+                    queued.joined = false;
+                    let token = pending.disarm();
+                    let lease = Arc::new(Lease::granted(
+                        key,
+                        full_key.clone(),
+                        token,
+                        fence,
+                        ttl,
+                        sent,
+                    ));
+                    if !lease.is_held() {
                         // The answer came too late to trust the lease: give it back.
-                        drop(pending);
+                        release_in_background(
+                            backend,
+                            lease.full_key().to_owned(),
+                            lease.token().clone(),
+                            None,
+                        );
                         return Err(LockError::backend(
                             BackendErrorKind::Timeout,
                             format!(
-                                "acquiring `{key}` took longer than its {ttl:?} lease; released"
+                                "acquiring `{}` took longer than its {ttl:?} lease; released",
+                                lease.key()
                             ),
                         ));
                     }
-                    let token = pending.disarm();
-                    let lease =
-                        Arc::new(Lease::new(key, full_key, token, fence, ttl, deadline_local));
                     return Ok(LockGuard::new(client.clone(), lease, watchdog, sent, pass));
                 }
                 Ok(Attempt::Busy { pttl }) => {
                     pending.disarm();
+                    queued.joined = queued.waiter.is_some();
                     pttl
                 }
                 Err(err) => {
@@ -239,9 +262,9 @@ impl IntoFuture for LockRequest {
 }
 
 /// An acquire in flight whose SET may land: releases the token in the background if dropped
-/// before being disarmed (the caller went away, or the answer could not be trusted).
+/// before being disarmed (the caller went away, or the call failed and may have landed).
 struct PendingAcquire<'a> {
-    client: &'a LockClient,
+    backend: &'a Arc<Backend>,
     key: &'a str,
     token: Option<Token>,
 }
@@ -259,12 +282,30 @@ impl PendingAcquire<'_> {
 impl Drop for PendingAcquire<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            crate::guard::release_in_background(
-                self.client.clone(),
-                self.key.to_owned(),
-                token,
-                None,
-            );
+            release_in_background(self.backend, self.key.to_owned(), token, None);
         }
+    }
+}
+
+/// This client's place in the key's queue of waiting clients: left in the background when
+/// the request ends without the lock (it gave up, failed, or was dropped).
+struct Queued<'a> {
+    backend: &'a Arc<Backend>,
+    key: &'a str,
+    waiter: Option<&'a str>,
+    joined: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        let (true, Some(waiter)) = (self.joined, self.waiter) else {
+            return;
+        };
+        let (backend, key, waiter) = (self.backend.clone(), self.key.to_owned(), waiter.to_owned());
+        crate::background::spawn(async move {
+            if let Err(err) = backend.leave(&key, &waiter).await {
+                tracing::debug!(%err, "leaving the queue of waiting clients failed; it ends with the lease");
+            }
+        });
     }
 }

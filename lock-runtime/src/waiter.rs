@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use crate::watchdog::Lease;
+use crate::lease::Lease;
 
 /// The local gates of one client, one per key somebody in this process holds or wants.
 #[derive(Debug, Default)]

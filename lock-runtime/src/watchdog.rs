@@ -1,9 +1,12 @@
-//! Leases and the watchdog: one task per client renews every held lock, batched.
+//! The watchdog: one task per client renews every held lease, batched, and ends the leases
+//! whose deadline passed.
 //!
 //! Each held lock is a [`Lease`] in the watchdog's table. The task sleeps until the earliest
 //! renewal or deadline, sends one renew call for every lease due (spawned, so a slow server
-//! never delays deadline checks), and marks a lease lost when the server says another token
-//! holds the key or when its local deadline passes without a successful renewal.
+//! never delays deadline checks) and hands each answer to [`Lease::settle`], which owns the
+//! deadline rule. The task runs on the library's [background](crate::background) runtime, so
+//! it keeps renewing whichever runtime the lock was taken on, and exits once its client is
+//! gone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,127 +16,17 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backend::Renewal;
-use crate::client::Inner;
-use crate::token::Token;
-use crate::waiter::GatePass;
+use crate::backend::{Backend, Renewal};
+use crate::lease::{CommandPermit, Lease, Outcome};
 
-/// The margin kept below the lease for clock drift between this process and the server.
-pub(crate) fn drift(ttl: Duration) -> Duration {
-    ttl / 100 + Duration::from_millis(2)
-}
-
-/// How long a lease granted by a request sent at `sent` is trusted locally.
-pub(crate) fn valid_until(sent: Instant, ttl: Duration) -> Instant {
-    sent + ttl.saturating_sub(drift(ttl))
-}
-
-/// One held lock, shared by its guard and the watchdog.
-#[derive(Debug)]
-pub(crate) struct Lease {
-    pub(crate) key: String,
-    pub(crate) full_key: String,
-    pub(crate) token: Token,
-    pub(crate) fence: u64,
-    held: AtomicBool,
-    lost: Notify,
-    timing: Mutex<Timing>,
-    /// This process's turn at the key's local gate: handed on when the lease ends.
-    pass: Mutex<Option<GatePass>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    ttl: Duration,
-    deadline: Instant,
-}
-
-impl Lease {
-    pub(crate) fn new(
-        key: String,
-        full_key: String,
-        token: Token,
-        fence: u64,
-        ttl: Duration,
-        deadline: Instant,
-    ) -> Self {
-        Self {
-            key,
-            full_key,
-            token,
-            fence,
-            held: AtomicBool::new(true),
-            lost: Notify::new(),
-            timing: Mutex::new(Timing { ttl, deadline }),
-            pass: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn hold_pass(&self, pass: GatePass) {
-        *self.pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(pass);
-    }
-
-    /// The local gate turn, taken out to be handed on (once).
-    pub(crate) fn take_pass(&self) -> Option<GatePass> {
-        self.pass.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    fn timing(&self) -> MutexGuard<'_, Timing> {
-        self.timing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn ttl(&self) -> Duration {
-        self.timing().ttl
-    }
-
-    pub(crate) fn deadline(&self) -> Instant {
-        self.timing().deadline
-    }
-
-    /// Record a successful renewal (or extension) sent at `sent` for `ttl`.
-    pub(crate) fn renewed(&self, sent: Instant, ttl: Duration) {
-        let mut t = self.timing();
-        t.ttl = ttl;
-        t.deadline = t.deadline.max(valid_until(sent, ttl));
-    }
-
-    pub(crate) fn is_held(&self) -> bool {
-        self.held.load(Ordering::Acquire) && Instant::now() < self.deadline()
-    }
-
-    pub(crate) fn mark_lost(&self) {
-        if self.held.swap(false, Ordering::AcqRel) {
-            tracing::warn!(key = %self.key, "lock lost");
-        }
-        // Whoever waits in this process may try now.
-        drop(self.take_pass());
-        self.lost.notify_waiters();
-    }
-
-    /// Resolves once the lease is lost (or its deadline passed).
-    pub(crate) async fn lost(&self) {
-        loop {
-            let notified = self.lost.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.held.load(Ordering::Acquire) {
-                return;
-            }
-            let deadline = self.deadline();
-            tokio::select! {
-                () = notified => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    if Instant::now() >= self.deadline() {
-                        self.mark_lost();
-                    }
-                }
-            }
-        }
-    }
+/// The leases of one client and the task renewing them.
+#[derive(Debug, Default)]
+pub(crate) struct Watchdog {
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Watchdog {
+struct Shared {
     table: Mutex<Table>,
     wake: Arc<Notify>,
     running: AtomicBool,
@@ -143,7 +36,7 @@ pub(crate) struct Watchdog {
 struct Table {
     entries: HashMap<u64, Entry>,
     next_id: u64,
-    /// When the task plans to look at the table next; a new lease due earlier wakes it.
+    /// When the task plans to look at the table next; a lease due earlier wakes it.
     next_wake: Option<Instant>,
 }
 
@@ -152,31 +45,40 @@ struct Entry {
     lease: Arc<Lease>,
     renew: bool,
     next_renew: Instant,
-    in_flight: bool,
 }
 
-impl Watchdog {
+/// A lease whose renewal is being sent, with what it is sent with.
+struct Due {
+    id: u64,
+    lease: Arc<Lease>,
+    ttl: Duration,
+    permit: CommandPermit,
+}
+
+impl Shared {
     fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+impl Watchdog {
     /// Number of leases tracked (held locks of this client).
     pub(crate) fn len(&self) -> usize {
-        self.table().entries.len()
+        self.shared.table().entries.len()
     }
 
-    /// Track `lease` until [`forget`](Self::forget); renewed every ttl/3 when `renew`.
+    /// Tracks `lease`, granted by a command sent at `sent`, until [`forget`](Self::forget):
+    /// renewed every ttl/3 through `backend` when `renew`, ended at its deadline either way.
     pub(crate) fn track(
         &self,
-        inner: &Arc<Inner>,
+        backend: &Arc<Backend>,
         lease: Arc<Lease>,
         renew: bool,
         sent: Instant,
     ) -> u64 {
         let next_renew = sent + lease.ttl() / 3;
-        let due = if renew { next_renew } else { lease.deadline() };
-        let wake = {
-            let mut table = self.table();
+        let id = {
+            let mut table = self.shared.table();
             let id = table.next_id;
             table.next_id += 1;
             table.entries.insert(
@@ -185,84 +87,124 @@ impl Watchdog {
                     lease,
                     renew,
                     next_renew,
-                    in_flight: false,
                 },
             );
+            id
+        };
+        self.woken(next_renew);
+        if !self.shared.running.swap(true, Ordering::AcqRel) {
+            let running = Running(Arc::downgrade(&self.shared));
+            let (shared, backend) = (Arc::downgrade(&self.shared), Arc::downgrade(backend));
+            crate::background::spawn(async move {
+                let _running = running;
+                run(shared, backend).await;
+            });
+        }
+        id
+    }
+
+    /// Stops tracking a lease (released or dropped). No renewal is sent for it afterwards.
+    pub(crate) fn forget(&self, id: u64) {
+        self.shared.table().entries.remove(&id);
+    }
+
+    /// After an explicit extension sent at `sent` for `ttl`: the next renewal is a third of
+    /// the new lease away, and the task looks again (the deadline may have moved earlier).
+    pub(crate) fn rescheduled(&self, id: u64, sent: Instant, ttl: Duration) {
+        let next_renew = sent + ttl / 3;
+        if let Some(e) = self.shared.table().entries.get_mut(&id) {
+            e.next_renew = next_renew;
+        }
+        self.woken(next_renew);
+    }
+
+    /// Wakes the task if it sleeps past `due`.
+    fn woken(&self, due: Instant) {
+        let wake = {
+            let mut table = self.shared.table();
             let wake = table.next_wake.is_none_or(|w| due < w);
             if wake {
                 table.next_wake = Some(due);
             }
-            (id, wake)
+            wake
         };
-        if !self.running.swap(true, Ordering::AcqRel) {
-            tokio::spawn(run(Arc::downgrade(inner), self.wake.clone()));
-        } else if wake.1 {
-            self.wake.notify_one();
-        }
-        wake.0
-    }
-
-    /// Stop tracking a lease (released or dropped). No renewal is sent for it afterwards.
-    pub(crate) fn forget(&self, id: u64) {
-        self.table().entries.remove(&id);
-    }
-
-    /// After an explicit extension: the next renewal is a third of the new lease away.
-    pub(crate) fn rescheduled(&self, id: u64, sent: Instant, ttl: Duration) {
-        if let Some(e) = self.table().entries.get_mut(&id) {
-            e.next_renew = sent + ttl / 3;
+        if wake {
+            self.shared.wake.notify_one();
         }
     }
+}
 
-    /// One pass over the table: expire what passed its deadline, collect what is due.
-    fn sweep(&self, now: Instant) -> (Vec<(u64, Arc<Lease>)>, Option<Instant>) {
+/// Clears `running` when the task ends, however it ends, so the next lease starts a new one.
+struct Running(Weak<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.running.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Shared {
+    /// One pass over the table: end what passed its deadline, collect what is due.
+    fn sweep(&self, now: Instant) -> (Vec<Due>, Option<Instant>) {
         let mut table = self.table();
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         table.entries.retain(|&id, e| {
-            let deadline = e.lease.deadline();
-            if now >= deadline || !e.lease.held.load(Ordering::Acquire) {
+            if !e.lease.is_held() {
                 e.lease.mark_lost();
                 return false;
             }
-            earliest(deadline);
-            if e.renew && !e.in_flight {
-                // Renew slightly early so that leases due close together share one call.
-                let slack = e.lease.ttl() / 12;
-                if e.next_renew <= now + slack {
-                    e.in_flight = true;
-                    due.push((id, e.lease.clone()));
-                } else {
-                    earliest(e.next_renew);
-                }
+            earliest(e.lease.deadline());
+            if !e.renew {
+                return true;
             }
+            // Renew slightly early so that leases due close together share one call.
+            let ttl = e.lease.ttl();
+            if e.next_renew > now + ttl / 12 {
+                earliest(e.next_renew);
+            } else if let Some(permit) = e.lease.try_command() {
+                // Taken after the permit: an extension that just finished has set it.
+                let ttl = e.lease.ttl();
+                due.push(Due {
+                    id,
+                    lease: e.lease.clone(),
+                    ttl,
+                    permit,
+                });
+            }
+            // Otherwise a command is in flight (an extension): it reschedules when done.
             true
         });
         table.next_wake = next;
         (due, next)
     }
 
-    fn renewal_done(&self, results: Vec<(u64, Option<bool>)>, sent: Instant) {
+    /// Settles a batch's answers (`None`: unknown) and schedules what comes next.
+    fn renewed(&self, due: Vec<Due>, answers: Vec<Option<bool>>, sent: Instant) {
         let mut table = self.table();
-        for (id, outcome) in results {
-            let Some(e) = table.entries.get_mut(&id) else {
+        // A short answer leaves the rest unknown.
+        let answers = answers.into_iter().chain(std::iter::repeat(None));
+        for (d, answer) in due.into_iter().zip(answers) {
+            let outcome = match answer {
+                Some(true) => Outcome::Granted,
+                Some(false) => Outcome::NotHeld,
+                None => Outcome::Unknown,
+            };
+            d.lease.settle(&d.permit, sent, d.ttl, outcome);
+            let Some(e) = table.entries.get_mut(&d.id) else {
                 continue;
             };
-            e.in_flight = false;
-            let ttl = e.lease.ttl();
             match outcome {
-                Some(true) => {
-                    e.lease.renewed(sent, ttl);
-                    e.next_renew = sent + ttl / 3;
+                Outcome::Granted => e.next_renew = sent + d.ttl / 3,
+                Outcome::NotHeld => {
+                    table.entries.remove(&d.id);
                 }
-                Some(false) => {
-                    e.lease.mark_lost();
-                    table.entries.remove(&id);
-                }
-                // An error: try again soon, until the deadline says otherwise.
-                None => {
-                    e.next_renew = Instant::now() + (ttl / 10).max(Duration::from_millis(20));
+                // Try again soon, until the deadline says otherwise.
+                Outcome::Unknown => {
+                    e.next_renew = Instant::now() + (d.ttl / 10).max(Duration::from_millis(20));
                 }
             }
         }
@@ -270,17 +212,20 @@ impl Watchdog {
     }
 }
 
-async fn run(inner: Weak<Inner>, wake_up: Arc<Notify>) {
+async fn run(shared: Weak<Shared>, backend: Weak<Backend>) {
+    let Some(wake_up) = shared.upgrade().map(|s| s.wake.clone()) else {
+        return;
+    };
     loop {
-        let Some(strong) = inner.upgrade() else {
+        let (Some(strong), Some(backend)) = (shared.upgrade(), backend.upgrade()) else {
             return;
         };
         let wake = wake_up.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let (due, next) = strong.watchdog.sweep(Instant::now());
+        let (due, next) = strong.sweep(Instant::now());
         if !due.is_empty() {
-            tokio::spawn(renew(strong.clone(), due));
+            tokio::spawn(renew(strong.clone(), backend, due));
         }
         drop(strong);
         // With nothing held the task idles (an hour at a time) until a lease wakes it, and
@@ -293,27 +238,24 @@ async fn run(inner: Weak<Inner>, wake_up: Arc<Notify>) {
     }
 }
 
-async fn renew(inner: Arc<Inner>, due: Vec<(u64, Arc<Lease>)>) {
+async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
     let sent = Instant::now();
     let batch: Vec<Renewal<'_>> = due
         .iter()
-        .map(|(_, lease)| Renewal {
-            key: &lease.full_key,
-            token: &lease.token,
-            ttl: lease.ttl(),
+        .map(|d| Renewal {
+            key: d.lease.full_key(),
+            token: d.lease.token(),
+            ttl: d.ttl,
         })
         .collect();
-    let results = match inner.backend.renew(&batch).await {
-        Ok(renewed) => due
-            .iter()
-            .zip(renewed)
-            .map(|((id, _), outcome)| (*id, outcome))
-            .collect(),
+    let answers = match backend.renew(&batch).await {
+        Ok(answers) => answers,
         Err(err) => {
             tracing::debug!(%err, locks = due.len(), "renewal failed; retrying until the lease deadline");
-            due.iter().map(|(id, _)| (*id, None)).collect()
+            vec![None; due.len()]
         }
     };
-    inner.watchdog.renewal_done(results, sent);
-    inner.watchdog.wake.notify_one();
+    drop(batch);
+    shared.renewed(due, answers, sent);
+    shared.wake.notify_one();
 }

@@ -348,6 +348,14 @@ async fn inspect_names_the_holder(env: &Env) {
     assert!(info.ttl.unwrap() <= Duration::from_secs(9));
     assert!(!info.contended);
     assert!(env.client().await.lock("who").await.is_err());
+    let info = client.inspect("who").await.unwrap().unwrap();
+    assert!(!info.contended, "a one-try acquire leaves no trace");
+    let waited = env
+        .client()
+        .await
+        .lock("who")
+        .wait(Duration::from_millis(150));
+    assert!(waited.await.is_err());
     assert!(client.inspect("who").await.unwrap().unwrap().contended);
 }
 

@@ -14,7 +14,7 @@ use redis::{ProtocolVersion, PushKind};
 use tokio::sync::Notify;
 
 use super::notices::{Notices, Subscriber};
-use super::redis::{acquire_on, inspect_on, parse_attempt, release_on, renew_on};
+use super::redis::{acquire_on, inspect_on, leave_on, parse_attempt, release_on, renew_on};
 use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups};
 use crate::key::redact_url;
 use crate::token::Token;
@@ -86,6 +86,10 @@ impl ClusterBackend {
 
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         release_on(&mut self.conn.clone(), key, token, Some("SPUBLISH")).await
+    }
+
+    pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+        leave_on(&mut self.conn.clone(), key, waiter, Some("SPUBLISH")).await
     }
 
     /// One script call per slot, all at once; a slot whose call failed is unknown.

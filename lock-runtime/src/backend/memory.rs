@@ -63,6 +63,8 @@ enum Slot {
         owner: String,
         expires: Instant,
         queue: VecDeque<String>,
+        /// A waiting client was turned away (it may have left the queue since).
+        contended: bool,
     },
     Reserved {
         queue: VecDeque<String>,
@@ -149,9 +151,17 @@ impl MemoryBackend {
         state.sweep(now);
         let mut queue = VecDeque::new();
         match state.locks.get_mut(key).filter(|slot| slot.expires() > now) {
-            Some(Slot::Held { queue, expires, .. }) => {
-                if !queue.iter().any(|w| w == waiter) {
-                    queue.push_back(waiter.to_owned());
+            Some(Slot::Held {
+                queue,
+                expires,
+                contended,
+                ..
+            }) => {
+                if let Some(waiter) = waiter {
+                    *contended = true;
+                    if !queue.iter().any(|w| w == waiter) {
+                        queue.push_back(waiter.to_owned());
+                    }
                 }
                 return Attempt::Busy {
                     pttl: Some(*expires - now),
@@ -161,8 +171,10 @@ impl MemoryBackend {
                 queue: waiting,
                 expires,
             }) => {
-                if waiting.front().map(String::as_str) != Some(waiter) {
-                    if !waiting.iter().any(|w| w == waiter) {
+                if waiter.is_none() || waiting.front().map(String::as_str) != waiter {
+                    if let Some(waiter) = waiter
+                        && !waiting.iter().any(|w| w == waiter)
+                    {
                         waiting.push_back(waiter.to_owned());
                     }
                     return Attempt::Busy {
@@ -183,6 +195,7 @@ impl MemoryBackend {
                 fence,
                 owner: owner.to_owned(),
                 expires: now + ttl,
+                contended: !queue.is_empty(),
                 queue,
             },
         );
@@ -196,6 +209,7 @@ impl MemoryBackend {
             token: holder,
             expires,
             queue,
+            contended,
             ..
         }) = state.locks.get_mut(key)
         else {
@@ -205,8 +219,16 @@ impl MemoryBackend {
             return Release::NotHeld;
         }
         if queue.is_empty() {
+            let contended = *contended;
             state.locks.remove(key);
-            return Release::Released;
+            if !contended {
+                return Release::Released;
+            }
+            // Someone waited and gave up: a notice for anyone.
+            if let Some(notify) = state.wakers.get(key).and_then(Weak::upgrade) {
+                notify.notify_waiters();
+            }
+            return Release::Notified;
         }
         let queue = std::mem::take(queue);
         state.locks.insert(
@@ -220,6 +242,34 @@ impl MemoryBackend {
             notify.notify_waiters();
         }
         Release::Notified
+    }
+
+    pub(crate) fn leave(&self, key: &str, waiter: &str) {
+        let now = Instant::now();
+        let mut state = self.store.lock();
+        let Some(slot) = state.locks.get_mut(key).filter(|slot| slot.expires() > now) else {
+            return;
+        };
+        let reserved = matches!(slot, Slot::Reserved { .. });
+        let (Slot::Held { queue, .. } | Slot::Reserved { queue, .. }) = slot;
+        let Some(at) = queue.iter().position(|w| w == waiter) else {
+            return;
+        };
+        queue.remove(at);
+        if at != 0 || !reserved {
+            return;
+        }
+        // The lock was reserved for this waiter: hand it to the next one, or free it.
+        if queue.is_empty() {
+            state.locks.remove(key);
+            return;
+        }
+        if let Slot::Reserved { expires, .. } = slot {
+            *expires = now + RESERVATION;
+        }
+        if let Some(notify) = state.wakers.get(key).and_then(Weak::upgrade) {
+            notify.notify_waiters();
+        }
     }
 
     pub(crate) fn renew(&self, batch: &[Renewal<'_>]) -> Vec<bool> {
@@ -245,14 +295,9 @@ impl MemoryBackend {
                 fence,
                 owner,
                 expires,
-                queue,
+                contended,
                 ..
-            } if *expires > now => Some(lock_info(
-                *fence,
-                owner,
-                Some(*expires - now),
-                !queue.is_empty(),
-            )),
+            } if *expires > now => Some(lock_info(*fence, owner, Some(*expires - now), *contended)),
             _ => None,
         }
     }

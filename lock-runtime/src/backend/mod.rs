@@ -50,7 +50,8 @@ pub(crate) enum Release {
 }
 
 /// What an acquire sends: the full key, the caller's key (for errors), the new token, owner
-/// info, the lease, and the client's waiter id.
+/// info, the lease, and the client's waiter id when the caller will wait (a one-try acquire
+/// leaves no trace on a busy lock).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AcquireArgs<'a> {
     pub(crate) key: &'a str,
@@ -58,7 +59,7 @@ pub(crate) struct AcquireArgs<'a> {
     pub(crate) token: &'a Token,
     pub(crate) owner: &'a str,
     pub(crate) ttl: Duration,
-    pub(crate) waiter: &'a str,
+    pub(crate) waiter: Option<&'a str>,
 }
 
 /// One lease to renew in a batch.
@@ -141,6 +142,23 @@ impl Backend {
     /// One round trip (per server) for the whole batch; per entry `Some(true)` renewed,
     /// `Some(false)` not held by that token any more, `None` unknown (Redlock without a
     /// majority either way).
+    /// `waiter` gave up waiting for `key`: out of the key's queue of waiting clients (a
+    /// reservation made for it goes to the next one).
+    pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+        match self {
+            Self::Redis(b) => b.leave(key, waiter).await,
+            // Redlock never queues.
+            Self::Redlock(_) => Ok(()),
+            Self::Sentinel(b) => b.leave(key, waiter).await,
+            #[cfg(feature = "cluster")]
+            Self::Cluster(b) => b.leave(key, waiter).await,
+            Self::Memory(b) => {
+                b.leave(key, waiter);
+                Ok(())
+            }
+        }
+    }
+
     pub(crate) async fn renew(
         &self,
         batch: &[Renewal<'_>],

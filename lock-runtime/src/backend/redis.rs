@@ -1,12 +1,12 @@
 //! One Redis server: a multiplexed auto-reconnecting connection, EVALSHA scripts, and one
 //! shared pub/sub connection per client for release notices.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::Script;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 use tokio::sync::Notify;
 
 use super::notices::{Notices, Subscriber};
@@ -15,12 +15,55 @@ use crate::key::redact_url;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError, LockInfo};
 
-static ACQUIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../scripts/acquire.lua")));
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../scripts/release.lua")));
-static RENEW: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../scripts/renew.lua")));
+static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
+static RELEASE: Lua = Lua::new(include_str!("../scripts/release.lua"));
+static RENEW: Lua = Lua::new(include_str!("../scripts/renew.lua"));
+static LEAVE: Lua = Lua::new(include_str!("../scripts/leave.lua"));
+
+/// A Lua script, called by its SHA1 (`EVALSHA`) and sent whole (`EVAL`, which also caches it
+/// again) when the server does not know it: after `SCRIPT FLUSH`, a restart, a failover, or
+/// on a Cluster node that never saw it. The fallback is one command, so a flush between two
+/// steps cannot make it fail, and `NOSCRIPT` never reaches a caller.
+struct Lua {
+    code: &'static str,
+    sha1: OnceLock<String>,
+}
+
+impl Lua {
+    const fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            sha1: OnceLock::new(),
+        }
+    }
+
+    fn sha1(&self) -> &str {
+        self.sha1
+            .get_or_init(|| redis::Script::new(self.code).get_hash().to_owned())
+    }
+
+    /// Runs the script with `keys` and `args` (both go in the order given).
+    async fn call<T, C>(&self, conn: &mut C, keys: &[&str], args: &[&str]) -> Result<T, LockError>
+    where
+        T: FromRedisValue,
+        C: ConnectionLike,
+    {
+        let command = |name: &str, script: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+            cmd
+        };
+        match command("EVALSHA", self.sha1()).query_async(conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                command("EVAL", self.code)
+                    .query_async(conn)
+                    .await
+                    .map_err(LockError::from_redis)
+            }
+            answer => answer.map_err(LockError::from_redis),
+        }
+    }
+}
 
 /// How long a released lock's tombstone keeps its fence.
 const TOMBSTONE: Duration = Duration::from_secs(10);
@@ -138,6 +181,10 @@ impl RedisBackend {
         release_on(&mut self.conn.clone(), key, token, None).await
     }
 
+    pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+        leave_on(&mut self.conn.clone(), key, waiter, None).await
+    }
+
     pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
         renew_on(&mut self.conn.clone(), batch).await
     }
@@ -192,19 +239,28 @@ pub(crate) async fn acquire_on<C: ConnectionLike>(
     args: &AcquireArgs<'_>,
     boot_key: Option<&str>,
 ) -> Result<Vec<redis::Value>, LockError> {
-    let mut call = ACQUIRE.key(args.key);
-    let waiter = match boot_key {
-        Some(boot_key) => {
-            call.key(boot_key);
-            "" // Redlock does not queue
-        }
-        None => args.waiter,
+    let waiter = match (args.waiter, boot_key) {
+        (None, _) => "",
+        // Redlock does not queue (queues on independent nodes could disagree).
+        (Some(_), Some(_)) => "*",
+        (Some(waiter), None) => waiter,
     };
-    call.arg(args.token.as_str())
-        .arg(millis(args.ttl))
-        .arg(args.owner)
-        .arg(waiter);
-    call.invoke_async(conn).await.map_err(LockError::from_redis)
+    let ttl = millis(args.ttl).to_string();
+    let argv = [args.token.as_str(), &ttl, args.owner, waiter];
+    match boot_key {
+        Some(boot_key) => ACQUIRE.call(conn, &[args.key, boot_key], &argv).await,
+        None => ACQUIRE.call(conn, &[args.key], &argv).await,
+    }
+}
+
+/// The arguments common to the scripts that may end a hold or a reservation: tombstone and
+/// reservation lengths, and the publish command (`"SPUBLISH"` on Redis Cluster).
+fn handoff_args(publish: Option<&str>) -> [String; 3] {
+    [
+        millis(TOMBSTONE).to_string(),
+        millis(RESERVATION).to_string(),
+        publish.unwrap_or("PUBLISH").to_owned(),
+    ]
 }
 
 /// Runs the release script on `conn`; `publish` is `"SPUBLISH"` on Redis Cluster.
@@ -214,22 +270,33 @@ pub(crate) async fn release_on<C: ConnectionLike>(
     token: &Token,
     publish: Option<&str>,
 ) -> Result<Release, LockError> {
-    let mut call = RELEASE.key(key);
-    call.arg(token.as_str())
-        .arg(millis(TOMBSTONE))
-        .arg(millis(RESERVATION));
-    if let Some(publish) = publish {
-        call.arg(publish);
-    }
-    let released: i64 = call
-        .invoke_async(conn)
-        .await
-        .map_err(LockError::from_redis)?;
+    let [tombstone, reservation, publish] = handoff_args(publish);
+    let released: i64 = RELEASE
+        .call(
+            conn,
+            &[key],
+            &[token.as_str(), &tombstone, &reservation, &publish],
+        )
+        .await?;
     Ok(match released {
         2 => Release::Notified,
         1 => Release::Released,
         _ => Release::NotHeld,
     })
+}
+
+/// Runs the leave script on `conn`: `waiter` no longer waits for `key`.
+pub(crate) async fn leave_on<C: ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    waiter: &str,
+    publish: Option<&str>,
+) -> Result<(), LockError> {
+    let [tombstone, reservation, publish] = handoff_args(publish);
+    let _left: i64 = LEAVE
+        .call(conn, &[key], &[waiter, &tombstone, &reservation, &publish])
+        .await?;
+    Ok(())
 }
 
 /// Runs the renew script on `conn` for the whole batch (one slot's keys on Redis Cluster).
@@ -240,14 +307,14 @@ pub(crate) async fn renew_on<C: ConnectionLike>(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let mut call = RENEW.prepare_invoke();
-    for r in batch {
-        call.key(r.key).arg(r.token.as_str()).arg(millis(r.ttl));
-    }
-    let reply: Vec<i64> = call
-        .invoke_async(conn)
-        .await
-        .map_err(LockError::from_redis)?;
+    let keys: Vec<&str> = batch.iter().map(|r| r.key).collect();
+    let ttls: Vec<String> = batch.iter().map(|r| millis(r.ttl).to_string()).collect();
+    let args: Vec<&str> = batch
+        .iter()
+        .zip(&ttls)
+        .flat_map(|(r, ttl)| [r.token.as_str(), ttl.as_str()])
+        .collect();
+    let reply: Vec<i64> = RENEW.call(conn, &keys, &args).await?;
     Ok(reply.into_iter().map(|r| r == 1).collect())
 }
 

@@ -146,6 +146,11 @@ impl SentinelBackend {
             .await
     }
 
+    pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+        self.on_primary(|node| async move { node.leave(key, waiter).await })
+            .await
+    }
+
     pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
         self.on_primary(|node| async move { node.renew(batch).await })
             .await

@@ -5,15 +5,21 @@
 -- ARGV[1]  the new holder's token: 32 lowercase hex characters
 -- ARGV[2]  the lease in milliseconds
 -- ARGV[3]  owner info ("host/pid/acquired-at-ms"), kept for inspection only
--- ARGV[4]  the waiter id of the asking client (no "|"), for the queue of turned-away
---          clients; empty: do not queue (Redlock), just ask for a release notice
+-- ARGV[4]  what to do when the lock is busy: the asking client's waiter id (hex, no "|"):
+--          join the queue of waiting clients; "*": ask for a release notice without
+--          queueing (Redlock); "": nothing (a one-try acquire, which will not wait)
 --
 -- Values have a fixed layout, so scripts slice them instead of parsing them:
 --   held         "H" token(32) fence(16) ":" owner
 --   held, waited "W" token(32) fence(16) ":" owner ["|" id "|" id "|" ...]  (queued clients)
---   tombstone    "T" fence(16)               a released lock, briefly: the next fence is larger
---   reserved     "R" fence(16) id "|" ...    released to the first queued client, briefly
+--   tombstone    "T" fence(16) token(32)          a released lock, briefly: the next fence is
+--                                                 larger; the token answers a replayed release
+--   reserved     "R" fence(16) token(32) id "|" ...  released to the first queued client, briefly
 -- The fence is the server clock in microseconds, 16 digits (so strings compare like numbers).
+-- (A 17-byte tombstone without the token, as older versions wrote, is understood too.)
+--
+-- Idempotent for its own token: a replayed acquire (a retry layer resending it after a lost
+-- reply) finds its own lock and answers as the first one did.
 --
 -- Reply: {1, fence}  acquired (fence as a 16-digit string)
 --        {0, pttl}   held by (or reserved for) someone else; pttl is what remains of that
@@ -32,11 +38,17 @@ if KEYS[2] then
     redis.call('SET', KEYS[2], boot)
   end
 end
+local function reply(status, value)
+  if boot then
+    return {status, value, boot, clock}
+  end
+  return {status, value}
+end
 
 local old = redis.pcall('SET', KEYS[1], 'H' .. ARGV[1] .. fence .. ':' .. ARGV[3],
   'NX', 'PX', ARGV[2], 'GET')
 if not old then
-  return boot and {1, fence, boot, clock} or {1, fence}
+  return reply(1, fence)
 end
 if type(old) == 'table' then
   -- WRONGTYPE: the key holds another type of value; anything else (READONLY on a demoted
@@ -47,17 +59,18 @@ if type(old) == 'table' then
   return old
 end
 local state = string.sub(old, 1, 1)
+local queues = ARGV[4] ~= '' and ARGV[4] ~= '*'
 local me = ARGV[4] .. '|'
-if (state == 'T' and #old == 17) or (state == 'R' and #old > 18) then
+if (state == 'T' and (#old == 17 or #old == 49)) or (state == 'R' and #old > 50) then
   local queue = ''
   if state == 'R' then
-    local waiting = string.sub(old, 18)
-    if string.sub(waiting, 1, #me) ~= me then
-      -- Released to the client ahead of us: queue up behind it.
-      if ARGV[4] ~= '' and not string.find('|' .. waiting, '|' .. me, 1, true) then
+    local waiting = string.sub(old, 50)
+    if not queues or string.sub(waiting, 1, #me) ~= me then
+      -- Released to the client ahead of us: queue up behind it (if we will wait).
+      if queues and not string.find('|' .. waiting, '|' .. me, 1, true) then
         redis.call('APPEND', KEYS[1], me)
       end
-      return boot and {0, redis.call('PTTL', KEYS[1]), boot, clock} or {0, redis.call('PTTL', KEYS[1])}
+      return reply(0, redis.call('PTTL', KEYS[1]))
     end
     queue = string.sub(waiting, #me + 1)
   end
@@ -72,15 +85,22 @@ if (state == 'T' and #old == 17) or (state == 'R' and #old > 18) then
     value = 'W' .. value .. '|' .. queue
   end
   redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-  return boot and {1, fence, boot, clock} or {1, fence}
+  return reply(1, fence)
 end
 if #old < 50 or string.sub(old, 50, 50) ~= ':' or (state ~= 'H' and state ~= 'W') then
   return {-1}
 end
+if string.sub(old, 2, 33) == ARGV[1] then
+  -- Our own lock: this is a replay of an acquire that landed.
+  return reply(1, string.sub(old, 34, 49))
+end
+if ARGV[4] == '' then
+  return reply(0, redis.call('PTTL', KEYS[1]))
+end
 if state == 'H' then
   redis.call('SETRANGE', KEYS[1], 0, 'W')
 end
-if ARGV[4] ~= '' then
+if queues then
   local bar = string.find(old, '|', 51, true)
   if not bar then
     redis.call('APPEND', KEYS[1], '|' .. me)
@@ -88,4 +108,4 @@ if ARGV[4] ~= '' then
     redis.call('APPEND', KEYS[1], me)
   end
 end
-return boot and {0, redis.call('PTTL', KEYS[1]), boot, clock} or {0, redis.call('PTTL', KEYS[1])}
+return reply(0, redis.call('PTTL', KEYS[1]))
