@@ -220,6 +220,22 @@ impl LockError {
         }
     }
 
+    /// A connection that was already gone when the command was made (not a timeout, not a
+    /// refusal): worth one more try on a fresh connection.
+    pub(crate) fn is_connection_dropped(&self) -> bool {
+        let Self::Backend {
+            kind: BackendErrorKind::Connection,
+            source: Some(source),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        source
+            .downcast_ref::<redis::RedisError>()
+            .is_some_and(|e| e.is_connection_dropped() || e.is_unrecoverable_error())
+    }
+
     pub(crate) fn from_redis(err: redis::RedisError) -> Self {
         use redis::ErrorKind;
         let kind = if err.kind() == ErrorKind::AuthenticationFailed

@@ -133,8 +133,25 @@ impl RedisBackend {
         })
     }
 
+    /// Runs `op` on the connection, and once more on a fresh one when the connection was
+    /// found dropped (e.g. its driver task died with the runtime it was made on; the manager
+    /// is reconnecting). Every operation is safe to repeat: the scripts are idempotent for
+    /// their own token.
+    async fn on_conn<T, F, Fut>(&self, op: F) -> Result<T, LockError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LockError>>,
+    {
+        match op(self.conn.clone()).await {
+            Err(err) if err.is_connection_dropped() => op(self.conn.clone()).await,
+            answer => answer,
+        }
+    }
+
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
-        let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
+        let reply = self
+            .on_conn(|mut conn| async move { acquire_on(&mut conn, args, None).await })
+            .await?;
         parse_attempt(&reply, args.user_key)
     }
 
@@ -145,7 +162,9 @@ impl RedisBackend {
         args: &AcquireArgs<'_>,
         boot_key: &str,
     ) -> Result<(Attempt, u64, u64), LockError> {
-        let reply = acquire_on(&mut self.conn.clone(), args, Some(boot_key)).await?;
+        let reply = self
+            .on_conn(|mut conn| async move { acquire_on(&mut conn, args, Some(boot_key)).await })
+            .await?;
         let attempt = parse_attempt(&reply, args.user_key)?;
         let micros = |i: usize| {
             reply
@@ -178,19 +197,23 @@ impl RedisBackend {
     }
 
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
-        release_on(&mut self.conn.clone(), key, token, None).await
+        self.on_conn(|mut conn| async move { release_on(&mut conn, key, token, None).await })
+            .await
     }
 
     pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
-        leave_on(&mut self.conn.clone(), key, waiter, None).await
+        self.on_conn(|mut conn| async move { leave_on(&mut conn, key, waiter, None).await })
+            .await
     }
 
     pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
-        renew_on(&mut self.conn.clone(), batch).await
+        self.on_conn(|mut conn| async move { renew_on(&mut conn, batch).await })
+            .await
     }
 
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        inspect_on(&mut self.conn.clone(), key).await
+        self.on_conn(|mut conn| async move { inspect_on(&mut conn, key).await })
+            .await
     }
 
     pub(crate) async fn subscribe(
