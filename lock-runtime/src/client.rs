@@ -7,10 +7,8 @@ use crate::backend::{
     Backend, MemoryBackend, PrimaryAuth, RedisBackend, RedlockBackend, SentinelBackend,
 };
 use crate::key::{validate_key, validate_ttl};
-use crate::token::waiter_id;
-use crate::waiter::Gates;
-use crate::watchdog::Watchdog;
-use crate::{LockError, LockRequest, MemoryStore};
+use crate::state::ClientState;
+use crate::{LockError, LockInfo, LockRequest, MemoryStore};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "distlock:";
@@ -45,27 +43,15 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// ```
 #[derive(Clone)]
 pub struct LockClient {
-    pub(crate) inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) backend: Arc<Backend>,
-    pub(crate) prefix: String,
-    pub(crate) default_ttl: Duration,
-    pub(crate) command_timeout: Duration,
-    pub(crate) watchdog: Watchdog,
-    pub(crate) gates: Arc<Gates>,
-    /// This client's id in the queues of clients waiting for a lock.
-    pub(crate) waiter_id: String,
+    state: Arc<ClientState>,
 }
 
 impl std::fmt::Debug for LockClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockClient")
-            .field("backend", &self.inner.backend)
-            .field("prefix", &self.inner.prefix)
-            .field("default_ttl", &self.inner.default_ttl)
+            .field("backend", self.state.backend())
+            .field("prefix", &self.state.prefix())
+            .field("default_ttl", &self.state.default_ttl())
             .finish_non_exhaustive()
     }
 }
@@ -141,15 +127,12 @@ impl LockClient {
         command_timeout: Duration,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                backend: Arc::new(backend),
+            state: Arc::new(ClientState::new(
+                backend,
                 prefix,
                 default_ttl,
                 command_timeout,
-                watchdog: Watchdog::default(),
-                gates: Arc::default(),
-                waiter_id: waiter_id(),
-            }),
+            )),
         }
     }
 
@@ -172,7 +155,7 @@ impl LockClient {
     /// # }
     /// ```
     pub fn lock(&self, key: impl Into<String>) -> LockRequest {
-        LockRequest::new(self.clone(), key.into())
+        LockRequest::new(self.state.clone(), key.into())
     }
 
     /// Who holds `key` right now, if anyone: fencing token, host, pid, since when, how long.
@@ -201,7 +184,10 @@ impl LockClient {
     /// Cancel safe: it only reads.
     pub async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
         validate_key(key)?;
-        self.inner.backend.inspect(&self.full_key(key)).await
+        self.state
+            .backend()
+            .inspect(&self.state.full_key(key))
+            .await
     }
 
     /// How many locks this client holds right now (leases its watchdog tracks).
@@ -220,7 +206,7 @@ impl LockClient {
     /// # }
     /// ```
     pub fn held_locks(&self) -> usize {
-        self.inner.watchdog.len()
+        self.state.watchdog().len()
     }
 
     /// The prefix put before every key.
@@ -231,7 +217,7 @@ impl LockClient {
     /// assert_eq!(distlock::LockClient::memory().prefix(), "distlock:");
     /// ```
     pub fn prefix(&self) -> &str {
-        &self.inner.prefix
+        self.state.prefix()
     }
 
     /// The lease used when a request sets none.
@@ -242,51 +228,17 @@ impl LockClient {
     /// assert_eq!(distlock::LockClient::memory().default_ttl().as_secs(), 30);
     /// ```
     pub fn default_ttl(&self) -> Duration {
-        self.inner.default_ttl
+        self.state.default_ttl()
     }
 
     pub(crate) fn full_key(&self, key: &str) -> String {
-        let mut full = String::with_capacity(self.inner.prefix.len() + key.len());
-        full.push_str(&self.inner.prefix);
-        full.push_str(key);
-        full
+        self.state.full_key(key)
     }
 
     /// Whether two handles share one client (and so one watchdog and one set of gates).
     pub(crate) fn same_as(&self, other: &LockClient) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        Arc::ptr_eq(&self.state, &other.state)
     }
-}
-
-/// Who holds a lock, as stored with it. From [`LockClient::inspect`].
-///
-/// # Examples
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), distlock::LockError> {
-/// let client = distlock::LockClient::memory();
-/// let _guard = client.lock("job").await?;
-/// let info: distlock::LockInfo = client.inspect("job").await?.unwrap();
-/// assert!(info.ttl.unwrap() <= client.default_ttl());
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LockInfo {
-    /// The holder's fencing token.
-    pub fencing_token: u64,
-    /// The holder's host name.
-    pub host: Option<String>,
-    /// The holder's process id.
-    pub pid: Option<u32>,
-    /// When the holder acquired it, in milliseconds since the Unix epoch (holder's clock).
-    pub acquired_at_ms: Option<u64>,
-    /// The remaining lease, when it has one.
-    pub ttl: Option<Duration>,
-    /// Whether someone was turned away while it was held.
-    pub contended: bool,
 }
 
 /// Configures a [`LockClient`]: backend, key prefix, default lease, command timeout.

@@ -1,7 +1,7 @@
 //! [`LockGuard`]: a held lock.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,9 +9,10 @@ use tokio::time::Instant;
 use crate::backend::{Backend, Release, Renewal};
 use crate::key::validate_ttl;
 use crate::lease::{CommandPermit, Lease, Outcome};
+use crate::state::ClientState;
 use crate::token::Token;
-use crate::waiter::GatePass;
-use crate::{BackendErrorKind, LockClient, LockError};
+use crate::waiter::{GatePass, Held};
+use crate::{BackendErrorKind, LockError};
 
 /// A held lock. Renewed by the client's watchdog while it lives (unless the request turned
 /// the watchdog off); released by [`release`](Self::release), or in the background when
@@ -37,7 +38,7 @@ use crate::{BackendErrorKind, LockClient, LockError};
 #[derive(Debug)]
 #[must_use = "a lock is released as soon as its guard is dropped"]
 pub struct LockGuard {
-    client: LockClient,
+    client: Arc<ClientState>,
     lease: Arc<Lease>,
     id: u64,
     released: bool,
@@ -45,18 +46,17 @@ pub struct LockGuard {
 
 impl LockGuard {
     pub(crate) fn new(
-        client: LockClient,
+        client: Arc<ClientState>,
         lease: Arc<Lease>,
         renew: bool,
         sent: Instant,
         pass: GatePass,
     ) -> Self {
-        pass.set_holder(&lease);
+        pass.set_holder(Arc::downgrade(&lease) as Weak<dyn Held>);
         lease.hold_pass(pass);
         let id = client
-            .inner
-            .watchdog
-            .track(&client.inner.backend, lease.clone(), renew, sent);
+            .watchdog()
+            .track(client.backend(), lease.clone(), renew, sent);
         Self {
             client,
             lease,
@@ -218,8 +218,7 @@ impl LockGuard {
         };
         let renewed = self
             .client
-            .inner
-            .backend
+            .backend()
             .renew(&[Renewal {
                 key: self.lease.full_key(),
                 token: self.lease.token(),
@@ -235,7 +234,7 @@ impl LockGuard {
             Err(_) => Outcome::Unknown,
         };
         pending.settle(outcome);
-        self.client.inner.watchdog.rescheduled(self.id, sent, ttl);
+        self.client.watchdog().rescheduled(self.id, sent, ttl);
         match (outcome, renewed) {
             (Outcome::Granted, _) => Ok(()),
             (Outcome::NotHeld, _) => Err(self.lost_error()),
@@ -271,13 +270,12 @@ impl LockGuard {
     ///
     /// Cancel safe: if the future is dropped, the release finishes in the background.
     pub async fn release(mut self) -> Result<(), LockError> {
-        self.client.inner.watchdog.forget(self.id);
+        self.client.watchdog().forget(self.id);
         // If this future is dropped before the answer, `self` is dropped unreleased and its
         // `Drop` sends the release again in the background (releasing twice is harmless).
         let released = self
             .client
-            .inner
-            .backend
+            .backend()
             .release(self.lease.full_key(), self.lease.token())
             .await;
         self.released = true;
@@ -305,9 +303,9 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        self.client.inner.watchdog.forget(self.id);
+        self.client.watchdog().forget(self.id);
         release_in_background(
-            &self.client.inner.backend,
+            self.client.backend(),
             self.lease.full_key().to_owned(),
             self.lease.token().clone(),
             self.lease.take_pass(),

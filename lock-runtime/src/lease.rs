@@ -28,7 +28,7 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use crate::token::Token;
-use crate::waiter::GatePass;
+use crate::waiter::{GatePass, Held};
 
 /// The margin kept below the lease for clock drift between this process and the server:
 /// 1 % of the lease plus 2 ms.
@@ -229,6 +229,12 @@ impl Lease {
     /// The local gate turn, taken out to be handed on (once).
     pub(crate) fn take_pass(&self) -> Option<GatePass> {
         self.pass.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Held for Lease {
+    fn deadline(&self) -> Instant {
+        Lease::deadline(self)
     }
 }
 

@@ -84,20 +84,23 @@ mod context;
 mod error;
 pub mod guarantees;
 mod guard;
+mod info;
 mod key;
 mod lease;
 mod request;
+mod state;
 mod token;
 mod waiter;
 mod watchdog;
 
 pub use backend::memory::MemoryStore;
 pub use client::{
-    DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, DEFAULT_TTL, LockClient, LockClientBuilder, LockInfo,
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, DEFAULT_TTL, LockClient, LockClientBuilder,
 };
 pub use context::{HeldLock, current, default_client, set_default_client};
 pub use error::{BackendErrorKind, LockError};
 pub use guard::LockGuard;
+pub use info::LockInfo;
 pub use key::{MAX_KEY_LEN, MAX_TTL, MIN_TTL};
 pub use request::LockRequest;
 

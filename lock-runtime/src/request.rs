@@ -11,9 +11,10 @@ use crate::backend::{AcquireArgs, Attempt, Backend};
 use crate::guard::release_in_background;
 use crate::key::{validate_key, validate_ttl};
 use crate::lease::Lease;
+use crate::state::ClientState;
 use crate::token::{Token, owner_info};
 use crate::waiter::{FIRST_BACKOFF, MAX_BACKOFF, pause};
-use crate::{BackendErrorKind, LockClient, LockError, LockGuard};
+use crate::{BackendErrorKind, LockError, LockGuard};
 
 /// A request for one lock: set the lease, the wait and the watchdog, then `.await` it.
 ///
@@ -48,7 +49,7 @@ use crate::{BackendErrorKind, LockClient, LockError, LockGuard};
 #[derive(Debug)]
 #[must_use = "a lock request does nothing until it is awaited"]
 pub struct LockRequest {
-    client: LockClient,
+    client: Arc<ClientState>,
     key: String,
     ttl: Option<Duration>,
     wait: Duration,
@@ -56,7 +57,7 @@ pub struct LockRequest {
 }
 
 impl LockRequest {
-    pub(crate) fn new(client: LockClient, key: String) -> Self {
+    pub(crate) fn new(client: Arc<ClientState>, key: String) -> Self {
         Self {
             client,
             key,
@@ -112,7 +113,7 @@ impl LockRequest {
             watchdog,
         } = self;
         validate_key(&key)?;
-        let ttl = ttl.unwrap_or(client.inner.default_ttl);
+        let ttl = ttl.unwrap_or(client.default_ttl());
         validate_ttl("ttl", ttl)?;
         let deadline = Instant::now().checked_add(wait);
         let full_key = client.full_key(&key);
@@ -122,28 +123,28 @@ impl LockRequest {
         };
 
         // First our own process: one task per key at a time talks to the backend, FIFO.
-        let mut pass = client.inner.gates.enter(&full_key);
+        let mut pass = client.gates().enter(&full_key);
         if wait.is_zero() {
             if let Err(retry_after) = pass.try_turn() {
                 if !pass.holder_releasing() {
                     return Err(busy(retry_after));
                 }
                 // Our own dropped guard's release is in flight: one round trip away.
-                let until = Instant::now() + client.inner.command_timeout;
+                let until = Instant::now() + client.command_timeout();
                 pass.wait_turn(Some(until)).await.map_err(busy)?;
             }
         } else {
             pass.wait_turn(deadline).await.map_err(busy)?;
         }
 
-        let backend = &client.inner.backend;
+        let backend = client.backend();
         let mut wakeups = None;
         // Only a request that will wait joins the key's queue of waiting clients, and it
         // leaves the queue again if it gives up.
         let mut queued = Queued {
             backend,
             key: &full_key,
-            waiter: (!wait.is_zero()).then_some(client.inner.waiter_id.as_str()),
+            waiter: (!wait.is_zero()).then_some(client.waiter_id()),
             joined: false,
         };
 
@@ -221,12 +222,17 @@ impl LockRequest {
 
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
+                // Give up our place now, so that a release right after this answer is not
+                // reserved for us (bounded: the wait is over).
+                queued
+                    .leave(LEAVE_BOUND.min(client.command_timeout()))
+                    .await;
                 return Err(busy(pttl));
             }
             if wakeups.is_none() {
                 // Subscribe, then try again at once: a release between our first try and the
                 // subscription is caught by that retry, any later one by the notice.
-                match backend.subscribe(&full_key, &client.inner.waiter_id).await {
+                match backend.subscribe(&full_key, client.waiter_id()).await {
                     Ok(w) => {
                         wakeups = Some(w);
                         continue;
@@ -294,6 +300,23 @@ struct Queued<'a> {
     key: &'a str,
     waiter: Option<&'a str>,
     joined: bool,
+}
+
+/// How long a request that gave up waits for its place in the queue to be given up; past
+/// that it is given up in the background.
+const LEAVE_BOUND: Duration = Duration::from_millis(50);
+
+impl Queued<'_> {
+    /// Leaves the queue within `bound` if it was joined; otherwise dropping leaves it later.
+    async fn leave(&mut self, bound: Duration) {
+        let (true, Some(waiter)) = (self.joined, self.waiter) else {
+            return;
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(bound, self.backend.leave(self.key, waiter)).await
+        {
+            self.joined = false;
+        }
+    }
 }
 
 impl Drop for Queued<'_> {

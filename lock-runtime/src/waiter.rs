@@ -13,8 +13,6 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use crate::lease::Lease;
-
 /// The local gates of one client, one per key somebody in this process holds or wants.
 #[derive(Debug, Default)]
 pub(crate) struct Gates {
@@ -25,9 +23,15 @@ pub(crate) struct Gates {
 struct Gate {
     turn: Arc<tokio::sync::Mutex<()>>,
     /// The lease of whoever holds the turn, to answer "busy for how long?".
-    holder: Mutex<Weak<Lease>>,
+    holder: Mutex<Option<Weak<dyn Held>>>,
     /// The holder's release is on its way to the backend (its guard was dropped).
     releasing: AtomicBool,
+}
+
+/// What a gate knows of the lease held by whoever has the turn.
+pub(crate) trait Held: Send + Sync + std::fmt::Debug {
+    /// Until when the holder trusts its lease.
+    fn deadline(&self) -> Instant;
 }
 
 /// A place at one key's gate; holding the turn once [`GatePass::wait_turn`] returned.
@@ -98,13 +102,13 @@ impl GatePass {
         self.gate.releasing.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_holder(&self, lease: &Arc<Lease>) {
-        *self.gate.holder.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(lease);
+    pub(crate) fn set_holder(&self, lease: Weak<dyn Held>) {
+        *self.gate.holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
     }
 
     fn holder_remaining(&self) -> Option<Duration> {
         let holder = self.gate.holder.lock().unwrap_or_else(|p| p.into_inner());
-        let lease = holder.upgrade()?;
+        let lease = holder.as_ref()?.upgrade()?;
         Some(lease.deadline().saturating_duration_since(Instant::now()))
     }
 }

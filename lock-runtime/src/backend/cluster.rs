@@ -16,9 +16,10 @@ use tokio::sync::Notify;
 use super::notices::{Notices, Subscriber};
 use super::redis::{acquire_on, inspect_on, leave_on, parse_attempt, release_on, renew_on};
 use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups};
+use crate::LockError;
+use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
-use crate::{LockError, LockInfo};
 
 pub(crate) struct ClusterBackend {
     conn: ClusterConnection,

@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{AcquireArgs, Attempt, RESERVATION, Release, Renewal, Wakeups, lock_info};
-use crate::LockInfo;
+use crate::info::LockInfo;
 use crate::token::{Token, unix_micros};
 
 /// A lock table in this process's memory, shareable between several clients.

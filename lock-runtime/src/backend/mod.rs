@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::LockError;
+use crate::info::LockInfo;
 use crate::token::Token;
-use crate::{LockError, LockInfo};
 
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;

@@ -11,9 +11,10 @@ use tokio::sync::Notify;
 
 use super::notices::{Notices, Subscriber};
 use super::{AcquireArgs, Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
+use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
-use crate::{BackendErrorKind, LockError, LockInfo};
+use crate::{BackendErrorKind, LockError};
 
 static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
 static RELEASE: Lua = Lua::new(include_str!("../scripts/release.lua"));

@@ -19,8 +19,9 @@ use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
+use crate::info::LockInfo;
 use crate::token::Token;
-use crate::{BackendErrorKind, LockError, LockInfo};
+use crate::{BackendErrorKind, LockError};
 
 /// Nodes whose boot markers were set within this long of the oldest one started together
 /// (a fresh deployment): they all count. A quarter of the quarantine, at most 10 s.

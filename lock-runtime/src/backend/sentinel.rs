@@ -12,9 +12,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
+use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
-use crate::{BackendErrorKind, LockError, LockInfo};
+use crate::{BackendErrorKind, LockError};
 
 #[derive(Debug)]
 pub(crate) struct SentinelBackend {
