@@ -172,6 +172,13 @@ impl<K: Clone> LockLayer<K> {
     /// Keep the lock until the response body has been sent, not just until the response
     /// head is ready (default false). For streaming responses whose body is the work.
     ///
+    /// With [`cancel_on_lost`](Self::cancel_on_lost) (the default), a lock lost while the body
+    /// is being sent ends the body at once, also when it waits on a slow stream, and no frame
+    /// the inner body makes after that is sent: with a [`distlock::LockError::Lost`] error
+    /// (HTTP clients see the response cut short), or for gRPC with trailers carrying the
+    /// [`Rejection::Lost`] answer's `grpc-status` (ABORTED). See [`LockBody`](crate::LockBody)
+    /// for its error type.
+    ///
     /// # Examples
     ///
     /// ```
@@ -196,7 +203,9 @@ impl<K: Clone> LockLayer<K> {
     }
 
     /// Whether a lock lost mid-request stops the request (default true: the inner future is
-    /// dropped and the client gets [`Rejection::Lost`]); false lets it finish.
+    /// dropped and the client gets [`Rejection::Lost`]; with
+    /// [`hold_until_body_sent`](Self::hold_until_body_sent), a body being sent ends early);
+    /// false lets it finish.
     ///
     /// # Examples
     ///

@@ -25,7 +25,9 @@
 //! - Busy keys are answered at once (or after [`LockLayer::wait`]): HTTP `423 Locked` with
 //!   `Retry-After`, gRPC a trailers-only response with `grpc-status` ABORTED. A failing lock
 //!   backend gives `503` / UNAVAILABLE (or, with [`LockLayer::fail_open`], runs the request
-//!   unlocked). A lock lost mid-request stops the request: `503` / ABORTED.
+//!   unlocked). A lock lost mid-request stops the request: `503` / ABORTED; lost while a
+//!   held body is being sent, it ends the body (an error for HTTP, `grpc-status` ABORTED
+//!   trailers for gRPC).
 //! - The layer answers rather than erroring: the inner service's error type is kept, so
 //!   axum's `Infallible` services stay infallible.
 //! - The lock is released when the response is ready (or when its body has been sent, with

@@ -7,7 +7,7 @@ use distlock::LockError;
 use http::{Request, Response};
 use tower::Service;
 
-use crate::body::LockBody;
+use crate::body::{LockBody, LostEnding};
 use crate::future::ResponseFuture;
 use crate::key::{self, KeyExtractor};
 use crate::layer::Config;
@@ -153,7 +153,11 @@ where
         call.await?
     };
     if config.hold_until_body_sent {
-        return Ok(response.map(|body| LockBody::holding(body, guard)));
+        let on_lost = config.cancel_on_lost.then(|| match protocol {
+            Protocol::Grpc => LostEnding::grpc(&config.answer(&Rejection::Lost { key }, protocol)),
+            _ => LostEnding::Error,
+        });
+        return Ok(response.map(|body| LockBody::holding(body, guard, on_lost)));
     }
     if let Err(error) = guard.release().await {
         tracing::debug!(%error, key, "releasing a request's lock failed");
