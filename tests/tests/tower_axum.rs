@@ -21,6 +21,8 @@ on_both_backends!(
     a_lost_lease_ends_the_request,
     waiting_requests_run_in_turn,
     hostile_keys_are_refused,
+    path_keys_are_the_values_the_handler_sees,
+    a_normalisation_hook_maps_spellings_to_one_key,
     the_lock_can_be_held_until_the_body_is_sent,
     a_held_body_waiting_on_its_stream_ends_when_the_lock_is_lost,
     rejections_can_be_customised,
@@ -247,6 +249,77 @@ async fn hostile_keys_are_refused(env: &Env) {
         assert_eq!(response.status(), 200, "{ok}");
     }
     assert_eq!(client.held_locks(), 0);
+}
+
+/// `42` held, and the path `/accounts/{id}/pay` spelt in other ways.
+async fn path_keys_are_the_values_the_handler_sees(env: &Env) {
+    let client = env.client().await;
+    let addr = serve(app(
+        LockLayer::new(client.clone(), PathParam::new("id")).namespace("pay:")
+    ))
+    .await;
+    let _held = client.lock("pay:42").await.unwrap();
+    // axum's `Path` sees "42": so does the lock.
+    assert_eq!(post_pay(addr, "%34%32", 0).await.status(), 423);
+    assert_eq!(post_pay(addr, "4%32", 0).await.status(), 423);
+    // Invisible characters (U+200B ZERO WIDTH SPACE, U+2060 WORD JOINER, U+FEFF) are refused.
+    for invisible in ["42%E2%80%8B", "4%E2%81%A02", "%EF%BB%BF42"] {
+        let response = post_pay(addr, invisible, 0).await;
+        assert_eq!(response.status(), 400, "{invisible}");
+    }
+    // A value that is not UTF-8 once decoded is refused by the layer, not locked raw nor let
+    // through unlocked (this handler does not extract the path, so cannot refuse it itself).
+    let unextracted = Router::new()
+        .route("/jobs/{id}", post(|| async { "ran" }))
+        .route_layer(LockLayer::new(client.clone(), PathParam::new("id")));
+    let addr2 = serve(unextracted).await;
+    let response = http()
+        .post(format!("http://{addr2}/jobs/%FF%FE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(client.held_locks(), 1, "only the test's own lock");
+}
+
+/// `LockLayer::normalize_key`: fold Unicode compatibility forms (NFKC) and leading zeros,
+/// refuse what is not an account number, the way the handler's `Path<u64>` would.
+async fn a_normalisation_hook_maps_spellings_to_one_key(env: &Env) {
+    use unicode_normalization::UnicodeNormalization;
+
+    let client = env.client().await;
+    let layer = LockLayer::new(client.clone(), PathParam::new("id"))
+        .namespace("pay:")
+        .normalize_key(|raw: &str| {
+            let folded: String = raw.nfkc().collect();
+            folded
+                .parse::<u64>()
+                .map(|id| id.to_string())
+                .map_err(|_| "an account id is a number")
+        });
+    let addr = serve(app(layer)).await;
+    let _held = client.lock("pay:42").await.unwrap();
+    // "042", fullwidth "４２" and "０４２": all account 42.
+    for spelling in [
+        "042",
+        "%EF%BC%94%EF%BC%92",
+        "%EF%BC%90%EF%BC%94%EF%BC%92",
+        "42",
+    ] {
+        let response = post_pay(addr, spelling, 0).await;
+        assert_eq!(response.status(), 423, "{spelling}");
+    }
+    let refused = post_pay(addr, "forty-two", 0).await;
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("an account id is a number"),
+        "the hook's reason is the answer"
+    );
+    assert_eq!(post_pay(addr, "0043", 0).await.status(), 200);
 }
 
 async fn the_lock_can_be_held_until_the_body_is_sent(env: &Env) {
