@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::{CHAIN, Frame, innermost};
+use crate::context::{CHAIN, Frame, Turn, innermost};
 use crate::{LockClient, LockError, LockGuard};
 
 pub use std::time::Duration as StdDuration;
@@ -104,8 +104,10 @@ pub enum OnLost {
 }
 
 /// Acquire `key`, run `body` with the lock held (and visible to [`crate::current`]),
-/// release. A call nested in a guarded call that holds the same key on the same client runs
-/// `body` directly.
+/// release. A call nested in a guarded call that holds the same key on the same client does
+/// not acquire again: it waits (up to `wait`) for its turn among the calls re-entering that
+/// holder (siblings joined in its body exclude each other), then runs `body` under a frame of
+/// its own.
 pub async fn locked<R, F>(
     client: Result<LockClient, LockError>,
     key: String,
@@ -120,7 +122,11 @@ where
 {
     // The generic part is kept small: this fn is instantiated once per guarded fn.
     let (guard, frame) = match enter(client, key, ttl, wait).await {
-        Ok(Entered::Nested) => return body.await,
+        Ok(Entered::Nested(turn, frame)) => {
+            let result = CHAIN.scope(Some(frame), body).await;
+            drop(turn);
+            return result;
+        }
         Ok(Entered::Held(guard, frame)) => (guard, frame),
         Err(err) => return R::lock_failed(err),
     };
@@ -144,8 +150,9 @@ where
 }
 
 enum Entered {
-    /// The call chain already holds this key on this client.
-    Nested,
+    /// The call chain already holds this key on this client: this call's turn on the frame
+    /// holding it, and its own frame.
+    Nested(Turn, Arc<Frame>),
     Held(LockGuard, Arc<Frame>),
 }
 
@@ -159,8 +166,10 @@ async fn enter(
     let client = client?;
     let full_key = client.full_key(&key);
     let outer = innermost();
-    if Frame::holding(outer.as_ref(), &client, &full_key).is_some() {
-        return Ok(Entered::Nested);
+    if let Some(holder) = Frame::holding(outer.as_ref(), &client, &full_key) {
+        let turn = holder.take_turn(wait).await?;
+        let frame = holder.reentered(outer.clone());
+        return Ok(Entered::Nested(turn, Arc::new(frame)));
     }
     let mut request = client.lock(key.clone()).wait(wait);
     if let Some(ttl) = ttl {

@@ -258,7 +258,6 @@ impl LockClient {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 #[must_use = "a builder does nothing until .build().await"]
 pub struct LockClientBuilder {
     prefix: String,
@@ -270,7 +269,6 @@ pub struct LockClientBuilder {
     target: Target,
 }
 
-#[derive(Debug)]
 enum Target {
     None,
     Url(String),
@@ -282,6 +280,42 @@ enum Target {
     #[cfg(feature = "cluster")]
     Cluster(Vec<String>),
     Memory(MemoryStore),
+}
+
+/// Passwords never show: URLs are redacted (`redis://user:***@host`), and so are the
+/// Sentinel primary's credentials.
+impl std::fmt::Debug for LockClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockClientBuilder")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .field("default_ttl", &self.default_ttl)
+            .field("command_timeout", &self.command_timeout)
+            .field("quarantine", &self.quarantine)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("primary_auth", &self.primary_auth)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::key::redact_url;
+        let redacted = |urls: &[String]| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>();
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            Self::Redlock(urls) => f.debug_tuple("Redlock").field(&redacted(urls)).finish(),
+            Self::Sentinel { master, sentinels } => f
+                .debug_struct("Sentinel")
+                .field("master", master)
+                .field("sentinels", &redacted(sentinels))
+                .finish(),
+            #[cfg(feature = "cluster")]
+            Self::Cluster(urls) => f.debug_tuple("Cluster").field(&redacted(urls)).finish(),
+            Self::Memory(store) => f.debug_tuple("Memory").field(store).finish(),
+        }
+    }
 }
 
 impl Default for LockClientBuilder {

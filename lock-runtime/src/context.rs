@@ -1,6 +1,9 @@
 //! The default client and the locks held along the current call chain.
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{LockClient, LockError};
 
@@ -81,12 +84,26 @@ impl HeldLock {
 }
 
 /// One guarded call on the chain: what it holds and where it was called from.
+///
+/// A guarded call that finds its key held further up its chain does not acquire again, but
+/// it is not free to run alongside other calls that do the same: it takes this frame's
+/// `turn` first (so calls joined inside one holder exclude each other as two tasks would),
+/// and pushes a frame of its own (so calls nested in it take turns on it, not on the frame it
+/// is itself holding a turn of).
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub(crate) client: LockClient,
     pub(crate) full_key: String,
     pub(crate) held: HeldLock,
     pub(crate) parent: Option<Arc<Frame>>,
+    turn: Arc<Mutex<()>>,
+}
+
+/// A re-entering call's turn on the frame holding its key; the next one may enter when it
+/// is dropped.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    _turn: OwnedMutexGuard<()>,
 }
 
 tokio::task_local! {
@@ -111,7 +128,41 @@ impl Frame {
             full_key,
             held: HeldLock { key, fencing_token },
             parent,
+            turn: Arc::default(),
         }
+    }
+
+    /// The frame of a call that re-enters `self` (which holds its key) from `innermost`, the
+    /// innermost frame of its chain: same lock, its own turn.
+    pub(crate) fn reentered(&self, innermost: Option<Arc<Frame>>) -> Self {
+        Self {
+            client: self.client.clone(),
+            full_key: self.full_key.clone(),
+            held: self.held.clone(),
+            parent: innermost,
+            turn: Arc::default(),
+        }
+    }
+
+    /// Waits up to `wait` until no other call re-entering this frame is inside (one try when
+    /// `wait` is zero).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Busy`] when another one stayed inside for the whole wait.
+    pub(crate) async fn take_turn(&self, wait: Duration) -> Result<Turn, LockError> {
+        let turn = if wait.is_zero() {
+            self.turn.clone().try_lock_owned().ok()
+        } else {
+            tokio::time::timeout(wait, self.turn.clone().lock_owned())
+                .await
+                .ok()
+        };
+        turn.map(|turn| Turn { _turn: turn })
+            .ok_or_else(|| LockError::Busy {
+                key: self.held.key.clone(),
+                retry_after: None,
+            })
     }
 
     /// The frame on this chain (this one or an outer one) holding `full_key` on `client`.

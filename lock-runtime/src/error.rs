@@ -64,7 +64,8 @@ pub enum LockError {
     /// A connection URL that cannot be used. Passwords are redacted.
     #[error("invalid Redis URL `{url}`: {reason}")]
     InvalidUrl {
-        /// The URL with any password replaced by `***`.
+        /// The URL with its credentials replaced by `***` (everything after `scheme://`, or
+        /// the whole text, when it could not be understood).
         url: String,
         /// Why it was refused.
         reason: String,

@@ -66,21 +66,136 @@ pub(crate) fn validate_ttl(what: &'static str, ttl: Duration) -> Result<(), Lock
     }
 }
 
-/// `url` with the password (if any) replaced by `***`, for messages and `Debug`.
+/// What stands in for anything hidden.
+const HIDDEN: &str = "***";
+
+/// `url` with every credential in it replaced by `***`, for messages, logs and `Debug`.
+///
+/// Errs on the side of hiding: the user info is everything up to the *last* `@` (a password
+/// may hold `/ ? # @ :` unencoded), a user info without `:` (perhaps a password written
+/// without its colon) is hidden whole, and so are the values of `pass`, `password`, `user`
+/// and similar query parameters (`redis+unix://` URLs carry credentials there). When the URL
+/// cannot be understood (no `scheme://`, a host or port that is not one, control characters
+/// or spaces), everything after `scheme://` is hidden, or the whole text when there is no
+/// scheme to keep.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+        return HIDDEN.to_owned();
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
+    if !is_scheme(&url[..scheme_end]) {
+        return HIDDEN.to_owned();
+    }
+    let (prefix, rest) = url.split_at(scheme_end + 3);
+    let unreadable = || format!("{prefix}{HIDDEN}");
+    if rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return unreadable();
+    }
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
-    let userinfo = &rest[..at];
-    let Some((user, _password)) = userinfo.split_once(':') else {
-        return url.to_owned();
+    let (host_port, tail) = after.split_at(after.find(['/', '?', '#']).unwrap_or(after.len()));
+    if !is_host_port(host_port) {
+        return unreadable();
+    }
+    let mut out = String::with_capacity(url.len());
+    out.push_str(prefix);
+    if let Some(userinfo) = userinfo {
+        match userinfo.split_once(':') {
+            Some((user, _password)) if user.chars().all(is_userinfo_char) => {
+                out.push_str(user);
+                out.push(':');
+            }
+            // No colon: a user name, or a password without its colon. Hide it.
+            _ => {}
+        }
+        out.push_str(HIDDEN);
+        out.push('@');
+    }
+    out.push_str(host_port);
+    push_redacted_tail(&mut out, tail);
+    out
+}
+
+/// RFC 3986: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(scheme: &str) -> bool {
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Unreserved, percent-encoded or sub-delimiter characters (what a user name may hold).
+fn is_userinfo_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=".contains(c)
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` or nothing (a Unix socket URL).
+fn is_host_port(host_port: &str) -> bool {
+    let (host_ok, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let Some((addr, port)) = v6.split_once(']') else {
+            return false;
+        };
+        let addr_ok = !addr.is_empty()
+            && addr
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '%'));
+        (
+            addr_ok,
+            port.strip_prefix(':').or(port.is_empty().then_some("")),
+        )
+    } else {
+        let (host, port) = match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, Some("")),
+        };
+        let host_ok = host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%'));
+        (host_ok, port)
     };
-    format!("{}{user}:***{}", &url[..scheme_end + 3], &rest[at..])
+    let port_ok = port.is_some_and(|p| p.is_empty() || p.parse::<u16>().is_ok());
+    host_ok && port_ok
+}
+
+/// Appends the path, the query with credential-like parameter values hidden, and the
+/// fragment.
+fn push_redacted_tail(out: &mut String, tail: &str) {
+    let (before_fragment, fragment) = match tail.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (tail, None),
+    };
+    let (path, query) = match before_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (before_fragment, None),
+    };
+    out.push_str(path);
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if is_credential_param(name) => {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(HIDDEN);
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+}
+
+fn is_credential_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "pwd", "user", "auth", "token", "secret", "key"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -95,7 +210,102 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:s3cret@host"), "redis://:***@host");
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("rediss://[::1]:6380/2?protocol=resp3#insecure"),
+            "rediss://[::1]:6380/2?protocol=resp3#insecure"
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret&user=alice"),
+            "redis+unix:///run/redis.sock?db=1&pass=***&user=***"
+        );
+    }
+
+    #[test]
+    fn the_user_info_runs_to_the_last_at() {
+        for (url, shown) in [
+            ("redis://:pa/ss@host:6379", "redis://:***@host:6379"),
+            ("redis://:pa#ss@host:6379/0", "redis://:***@host:6379/0"),
+            ("redis://:pa?ss@host", "redis://:***@host"),
+            ("redis://u:p@ss@host", "redis://u:***@host"),
+            ("redis://u:pa:ss@host", "redis://u:***@host"),
+            ("redis://:a@b?protocol=c@host", "redis://:***@host"),
+            ("redis://:pa://ss@host", "redis://:***@host"),
+            // No colon: a user name, or a password that lost its colon; hidden either way.
+            ("redis://s3cret@host", "redis://***@host"),
+            ("redis://pa/ss:x@host", "redis://***@host"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_understood_is_hidden() {
+        for (url, shown) in [
+            ("not a url", "***"),
+            (":s3cret@host:6379", "***"),
+            ("user:s3cret@host:6379", "***"),
+            ("redis:/:s3cret@host", "***"),
+            (":s3cret@h://x", "***"),
+            ("redis://:s3cret@host:port", "redis://***"),
+            ("redis://s3cret:6379x", "redis://***"),
+            ("redis://:pa ss@host", "redis://***"),
+            ("redis://:s3cret@[::1", "redis://***"),
+            ("redis://:s3cret@host:99999", "redis://***"),
+            ("redis://:s3cret@ho$t", "redis://***"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    /// Many hostile passwords in many URL shapes: the password never shows.
+    #[test]
+    fn no_password_survives_redaction() {
+        let passwords = [
+            "pa/ss",
+            "pa#ss",
+            "pa?ss",
+            "p@ss",
+            "pa:ss",
+            "%2F",
+            "pä$$wörd🔑",
+            "a@b?protocol=c",
+            "x://y@z",
+            "s3cret",
+            "[pw]",
+            "pa&pass=ss",
+        ];
+        let encoded = |pw: &str| -> String {
+            pw.bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        for pw in passwords {
+            let enc = encoded(pw);
+            let shapes = [
+                format!("redis://:{pw}@127.0.0.1:6379"),
+                format!("redis://alice:{pw}@127.0.0.1:6379/0"),
+                format!("rediss://alice:{pw}@[::1]:6380/0?protocol=resp3#insecure"),
+                format!("redis://:{pw}@127.0.0.1:notaport"),
+                format!("redis://:{pw}@127.0.0.1:6379/garbage?x=%ZZ#frag"),
+                format!("redis://:{pw}@127.0.0.1:6379@@"),
+                format!("redis://{pw}@127.0.0.1:6379"),
+                format!(":{pw}@127.0.0.1:6379"),
+                format!("alice:{pw}@127.0.0.1:6379"),
+                format!("redis:/:{pw}@127.0.0.1"),
+                format!("redis+unix:///tmp/redis.sock?pass={pw}"),
+                format!("redis://:{enc}@127.0.0.1:6379"),
+            ];
+            for url in shapes {
+                let shown = redact_url(&url);
+                assert!(!shown.contains(pw), "{pw:?} in {shown:?} (from {url:?})");
+                assert!(!shown.contains(&enc), "{enc:?} in {shown:?} (from {url:?})");
+            }
+        }
     }
 
     #[test]

@@ -173,8 +173,12 @@ pub use request::LockRequest;
 /// # Re-entrancy
 ///
 /// A guarded call made inside the body of another guarded call that holds the same key on the
-/// same client runs without acquiring again. Siblings are not nested: two guarded futures
-/// joined in one task exclude each other, as two tasks do.
+/// same client runs without acquiring again. Re-entrant does not mean concurrent: siblings
+/// are not nested, so two guarded futures joined in one task exclude each other as two tasks
+/// do, also when they are joined inside a body that holds their key. There they take turns
+/// without touching the backend: the one that finds its sibling inside waits up to its own
+/// `wait` (with the default zero it gets [`LockError::Busy`]). A call nested in such a call
+/// runs at once, like one nested in the holder directly.
 ///
 /// # Cancel safety
 ///

@@ -21,6 +21,8 @@ on_both_backends!(
     ignore_lets_the_body_finish,
     nested_calls_on_the_same_key_do_not_deadlock,
     siblings_in_one_task_exclude_each_other,
+    joined_calls_inside_a_holder_take_turns,
+    a_joined_call_without_wait_finds_its_sibling_busy,
     current_names_the_held_lock,
 );
 
@@ -232,6 +234,104 @@ async fn siblings_in_one_task_exclude_each_other(env: &Env) {
         "exactly one sibling runs: {a:?} {b:?}"
     );
     assert!(a.err().or(b.err()).unwrap().is_busy());
+}
+
+/// How many guarded calls on one key are inside at once, and the most there ever were.
+#[derive(Default)]
+struct Occupancy {
+    inside: AtomicUsize,
+    most: AtomicUsize,
+    entries: AtomicUsize,
+    deepest: AtomicUsize,
+}
+
+impl Occupancy {
+    fn enter(&self) {
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.entries.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[distributed_lock(key = "ledger:{id}", client = locks)]
+async fn settle_all(locks: &LockClient, id: u32, seen: &Occupancy) -> Result<u64, LockError> {
+    let fence = distlock::current().unwrap().fencing_token();
+    let (a, b) = tokio::join!(settle_one(locks, id, seen), settle_one(locks, id, seen));
+    assert_eq!((a?, b?), (fence, fence), "both ran under the holder's lock");
+    // Called directly (not joined), a nested call runs at once.
+    assert_eq!(settle_one(locks, id, seen).await?, fence);
+    Ok(fence)
+}
+
+#[distributed_lock(key = "ledger:{id}", client = locks, wait = "5s")]
+async fn settle_one(locks: &LockClient, id: u32, seen: &Occupancy) -> Result<u64, LockError> {
+    seen.enter();
+    // Give a sibling every chance to run in between (no timing involved).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let deeper = audit(locks, id, seen).await;
+    seen.leave();
+    deeper
+}
+
+#[distributed_lock(key = "ledger:{id}", client = locks)]
+async fn audit(locks: &LockClient, id: u32, seen: &Occupancy) -> Result<u64, LockError> {
+    seen.deepest.fetch_add(1, Ordering::SeqCst);
+    Ok(distlock::current().unwrap().fencing_token())
+}
+
+async fn joined_calls_inside_a_holder_take_turns(env: &Env) {
+    let client = env.client().await;
+    let seen = Occupancy::default();
+    tokio::time::timeout(Duration::from_secs(10), settle_all(&client, 1, &seen))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    assert_eq!(
+        seen.most.load(Ordering::SeqCst),
+        1,
+        "joined calls re-entering one holder ran at the same time"
+    );
+    assert_eq!(seen.entries.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        seen.deepest.load(Ordering::SeqCst),
+        3,
+        "a call nested in a nested call runs"
+    );
+    assert_eq!(client.held_locks(), 0);
+}
+
+#[distributed_lock(key = "batch:{id}", client = locks)]
+async fn batch(
+    locks: &LockClient,
+    id: u32,
+    seen: &Occupancy,
+) -> Result<(Result<(), LockError>, Result<(), LockError>), LockError> {
+    Ok(tokio::join!(item(locks, id, seen), item(locks, id, seen)))
+}
+
+#[distributed_lock(key = "batch:{id}", client = locks)]
+async fn item(locks: &LockClient, id: u32, seen: &Occupancy) -> Result<(), LockError> {
+    seen.enter();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    seen.leave();
+    Ok(())
+}
+
+async fn a_joined_call_without_wait_finds_its_sibling_busy(env: &Env) {
+    let client = env.client().await;
+    let seen = Occupancy::default();
+    let (a, b) = batch(&client, 1, &seen).await.unwrap();
+    assert!(a.is_ok() != b.is_ok(), "exactly one runs: {a:?} {b:?}");
+    assert!(a.err().or(b.err()).unwrap().is_busy());
+    assert_eq!(seen.most.load(Ordering::SeqCst), 1);
 }
 
 #[distributed_lock(key = "report:{day}", client = locks)]

@@ -12,6 +12,7 @@ use common::Env;
 use distlock::LockClient;
 use distlock_tests::wait_until_held;
 use distlock_tower::{HeaderKey, LockLayer, PathParam, Protocol, Rejection};
+use futures_util::StreamExt;
 
 on_both_backends!(
     same_key_conflicts_and_distinct_keys_run_together,
@@ -20,7 +21,10 @@ on_both_backends!(
     a_lost_lease_ends_the_request,
     waiting_requests_run_in_turn,
     hostile_keys_are_refused,
+    path_keys_are_the_values_the_handler_sees,
+    a_normalisation_hook_maps_spellings_to_one_key,
     the_lock_can_be_held_until_the_body_is_sent,
+    a_held_body_waiting_on_its_stream_ends_when_the_lock_is_lost,
     rejections_can_be_customised,
 );
 
@@ -247,6 +251,77 @@ async fn hostile_keys_are_refused(env: &Env) {
     assert_eq!(client.held_locks(), 0);
 }
 
+/// `42` held, and the path `/accounts/{id}/pay` spelt in other ways.
+async fn path_keys_are_the_values_the_handler_sees(env: &Env) {
+    let client = env.client().await;
+    let addr = serve(app(
+        LockLayer::new(client.clone(), PathParam::new("id")).namespace("pay:")
+    ))
+    .await;
+    let _held = client.lock("pay:42").await.unwrap();
+    // axum's `Path` sees "42": so does the lock.
+    assert_eq!(post_pay(addr, "%34%32", 0).await.status(), 423);
+    assert_eq!(post_pay(addr, "4%32", 0).await.status(), 423);
+    // Invisible characters (U+200B ZERO WIDTH SPACE, U+2060 WORD JOINER, U+FEFF) are refused.
+    for invisible in ["42%E2%80%8B", "4%E2%81%A02", "%EF%BB%BF42"] {
+        let response = post_pay(addr, invisible, 0).await;
+        assert_eq!(response.status(), 400, "{invisible}");
+    }
+    // A value that is not UTF-8 once decoded is refused by the layer, not locked raw nor let
+    // through unlocked (this handler does not extract the path, so cannot refuse it itself).
+    let unextracted = Router::new()
+        .route("/jobs/{id}", post(|| async { "ran" }))
+        .route_layer(LockLayer::new(client.clone(), PathParam::new("id")));
+    let addr2 = serve(unextracted).await;
+    let response = http()
+        .post(format!("http://{addr2}/jobs/%FF%FE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(client.held_locks(), 1, "only the test's own lock");
+}
+
+/// `LockLayer::normalize_key`: fold Unicode compatibility forms (NFKC) and leading zeros,
+/// refuse what is not an account number, the way the handler's `Path<u64>` would.
+async fn a_normalisation_hook_maps_spellings_to_one_key(env: &Env) {
+    use unicode_normalization::UnicodeNormalization;
+
+    let client = env.client().await;
+    let layer = LockLayer::new(client.clone(), PathParam::new("id"))
+        .namespace("pay:")
+        .normalize_key(|raw: &str| {
+            let folded: String = raw.nfkc().collect();
+            folded
+                .parse::<u64>()
+                .map(|id| id.to_string())
+                .map_err(|_| "an account id is a number")
+        });
+    let addr = serve(app(layer)).await;
+    let _held = client.lock("pay:42").await.unwrap();
+    // "042", fullwidth "４２" and "０４２": all account 42.
+    for spelling in [
+        "042",
+        "%EF%BC%94%EF%BC%92",
+        "%EF%BC%90%EF%BC%94%EF%BC%92",
+        "42",
+    ] {
+        let response = post_pay(addr, spelling, 0).await;
+        assert_eq!(response.status(), 423, "{spelling}");
+    }
+    let refused = post_pay(addr, "forty-two", 0).await;
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("an account id is a number"),
+        "the hook's reason is the answer"
+    );
+    assert_eq!(post_pay(addr, "0043", 0).await.status(), 200);
+}
+
 async fn the_lock_can_be_held_until_the_body_is_sent(env: &Env) {
     let client = env.client().await;
     let streamed = Router::new()
@@ -299,6 +374,124 @@ fn slow_chunks() -> axum::body::Body {
         Some((Ok::<_, std::io::Error>(vec![b'a' + n]), n + 1))
     });
     axum::body::Body::from_stream(chunks)
+}
+
+/// A body that sends "a" and then waits for more that never comes.
+fn stalled_after_one_chunk() -> axum::body::Body {
+    let first = futures_util::stream::once(async { Ok::<_, std::io::Error>(b"a".to_vec()) });
+    axum::body::Body::from_stream(first.chain(futures_util::stream::pending()))
+}
+
+async fn a_held_body_waiting_on_its_stream_ends_when_the_lock_is_lost(env: &Env) {
+    let client = env.client().await;
+    let streamed = Router::new()
+        .route("/export/{id}", get(|| async { stalled_after_one_chunk() }))
+        .route_layer(
+            LockLayer::new(client.clone(), PathParam::new("id"))
+                .ttl(Duration::from_millis(600))
+                .hold_until_body_sent(true),
+        );
+    let addr = serve(streamed).await;
+    let mut response = http()
+        .get(format!("http://{addr}/export/7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.chunk().await.unwrap().as_deref(), Some(&b"a"[..]));
+    env.flush();
+    // The body waits on its stream: only the lock's loss can end it (the time limit is a
+    // guard against hanging, the renewal that notices the loss comes within ttl/3).
+    let end = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .expect("the body outlived its lock");
+    assert!(end.is_err(), "the body must end with an error, not {end:?}");
+    let other = env.client().await;
+    let taken = other.lock("7").await;
+    assert!(taken.is_ok(), "the key is free: {taken:?}");
+}
+
+/// A paused Redis stops the watchdog; the lease's local deadline (which comes before the
+/// server lets the key go) ends the body with an error, before another client can take the
+/// key. Frames are streamed all along: none may reach the client after that other client
+/// holds the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_frame_is_sent_after_another_client_took_the_key() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let server = distlock_tests::RedisServer::start();
+    let client = server.client_with_timeout(Duration::from_millis(100)).await;
+    let other = LockClient::connect(&server.url()).await.unwrap();
+    let ticking = || {
+        let ticks = futures_util::stream::unfold(0u64, |n| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await; // the work of one frame
+            Some((
+                Ok::<_, std::io::Error>(format!("{n}\n").into_bytes()),
+                n + 1,
+            ))
+        });
+        axum::body::Body::from_stream(ticks)
+    };
+    let streamed = Router::new()
+        .route("/export/{id}", get(move || async move { ticking() }))
+        .route_layer(
+            LockLayer::new(client.clone(), PathParam::new("id"))
+                .ttl(Duration::from_millis(500))
+                .hold_until_body_sent(true),
+        );
+    let addr = serve(streamed).await;
+    let mut response = http()
+        .get(format!("http://{addr}/export/9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some());
+    server.pause();
+
+    // The other client takes the key once the body has ended (or, should it never end, once
+    // the first holder's lease is long gone).
+    let taken = Arc::new(AtomicBool::new(false));
+    let body_ended = Arc::new(tokio::sync::Notify::new());
+    let taker = tokio::spawn({
+        let (taken, body_ended) = (taken.clone(), body_ended.clone());
+        async move {
+            tokio::select! {
+                () = body_ended.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(3)) => {}
+            }
+            server.resume();
+            let guard = other.lock("9").wait(Duration::from_secs(5)).await;
+            taken.store(true, Ordering::SeqCst);
+            (guard.map(|g| g.fencing_token()), server)
+        }
+    });
+    let mut after_taken = 0;
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match response.chunk().await {
+                Ok(Some(_)) if taken.load(Ordering::SeqCst) => {
+                    after_taken += 1;
+                    if after_taken == 3 {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(_)) => {}
+                end => return end,
+            }
+        }
+    })
+    .await
+    .expect("the body neither ended nor kept streaming");
+    body_ended.notify_one();
+    let (taken_with, _server) = taker.await.unwrap();
+    assert!(taken_with.is_ok(), "{taken_with:?}");
+    assert_eq!(
+        after_taken, 0,
+        "frames were sent after another client took the key"
+    );
+    assert!(end.is_err(), "the body must end with an error, not {end:?}");
 }
 
 async fn rejections_can_be_customised(env: &Env) {

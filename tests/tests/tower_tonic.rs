@@ -1,5 +1,6 @@
 //! `distlock-tower` on a real tonic server and client (the gRPC health service's generated
-//! code, implemented here with a slow `Check`), on a real redis-server and in-process.
+//! code, implemented here with a slow `Check` and a `Watch` that sends one answer and then
+//! waits), on a real redis-server and in-process.
 
 mod common;
 
@@ -22,6 +23,7 @@ on_both_backends!(
     hostile_metadata_is_refused,
     a_cancelled_call_releases_its_lock,
     a_lost_lease_aborts_the_call,
+    a_lost_lease_aborts_a_held_stream,
 );
 
 /// `Check` sleeps for as many milliseconds as the request's `service` field says.
@@ -38,13 +40,18 @@ impl Health for Slow {
         Ok(Response::new(HealthCheckResponse { status: 1 }))
     }
 
-    type WatchStream = futures_util::stream::Empty<Result<HealthCheckResponse, Status>>;
+    type WatchStream =
+        futures_util::stream::BoxStream<'static, Result<HealthCheckResponse, Status>>;
 
     async fn watch(
         &self,
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("not here"))
+        use futures_util::StreamExt;
+        let first = futures_util::stream::once(async { Ok(HealthCheckResponse { status: 1 }) });
+        Ok(Response::new(
+            first.chain(futures_util::stream::pending()).boxed(),
+        ))
     }
 }
 
@@ -179,6 +186,27 @@ async fn a_lost_lease_aborts_the_call(env: &Env) {
     grpc.check(call(Some("6"), 0))
         .await
         .expect("free after the loss");
+}
+
+async fn a_lost_lease_aborts_a_held_stream(env: &Env) {
+    let client = env.client().await;
+    let held = layer(client.clone())
+        .ttl(Duration::from_millis(600))
+        .hold_until_body_sent(true);
+    let addr = serve(held).await;
+    let mut grpc = connect(addr).await;
+    let mut stream = grpc.watch(call(Some("4"), 0)).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().expect("the first answer");
+    assert_eq!(first.status, 1);
+    env.flush();
+    // The stream waits for an answer that never comes: only the lock's loss ends it (the
+    // time limit guards against hanging).
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream outlived its lock");
+    let status = end.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(status.message().contains("lost"), "{}", status.message());
 }
 
 #[tokio::test]

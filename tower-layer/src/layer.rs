@@ -13,6 +13,7 @@ use crate::{LockService, Protocol, Rejection};
 pub const DEFAULT_MAX_KEY_LEN: usize = 128;
 
 type Responder = dyn Fn(&Rejection, Protocol) -> Response<String> + Send + Sync;
+type Normalizer = dyn Fn(&str) -> Result<String, &'static str> + Send + Sync;
 
 /// A tower [`Layer`] that runs each request holding the distributed lock of its key.
 ///
@@ -54,6 +55,7 @@ pub(crate) struct Config<K> {
     pub(crate) fail_open: bool,
     pub(crate) cancel_on_lost: bool,
     pub(crate) responder: Option<Arc<Responder>>,
+    pub(crate) normalizer: Option<Arc<Normalizer>>,
 }
 
 impl<K> Clone for LockLayer<K> {
@@ -76,6 +78,7 @@ impl<K> std::fmt::Debug for LockLayer<K> {
             .field("hold_until_body_sent", &c.hold_until_body_sent)
             .field("fail_open", &c.fail_open)
             .field("cancel_on_lost", &c.cancel_on_lost)
+            .field("normalizes_keys", &c.normalizer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +107,7 @@ impl<K> LockLayer<K> {
                 fail_open: false,
                 cancel_on_lost: true,
                 responder: None,
+                normalizer: None,
             }),
         }
     }
@@ -155,9 +159,12 @@ impl<K: Clone> LockLayer<K> {
 
     /// The longest key accepted from a request, in bytes (default
     /// [`DEFAULT_MAX_KEY_LEN`] = 128). Longer keys, keys with control characters or
-    /// whitespace, and keys with `{ } * ? [ ] \` or `..` (Cluster hash tags, globs, attempts to
-    /// climb out of the namespace) are refused with [`Rejection::InvalidKey`] before anything
-    /// reaches the lock backend.
+    /// whitespace, keys with invisible or formatting characters (Unicode format characters
+    /// such as U+200B ZERO WIDTH SPACE, the BOM and bidi controls, and the other
+    /// default-ignorable code points), and keys with `{ } * ? [ ] \` or `..` (Cluster hash
+    /// tags, globs, attempts to climb out of the namespace) are refused with
+    /// [`Rejection::InvalidKey`] before anything reaches the lock backend. The check applies
+    /// to the key after [`normalize_key`](Self::normalize_key).
     ///
     /// # Examples
     ///
@@ -171,6 +178,13 @@ impl<K: Clone> LockLayer<K> {
 
     /// Keep the lock until the response body has been sent, not just until the response
     /// head is ready (default false). For streaming responses whose body is the work.
+    ///
+    /// With [`cancel_on_lost`](Self::cancel_on_lost) (the default), a lock lost while the body
+    /// is being sent ends the body at once, also when it waits on a slow stream, and no frame
+    /// the inner body makes after that is sent: with a [`distlock::LockError::Lost`] error
+    /// (HTTP clients see the response cut short), or for gRPC with trailers carrying the
+    /// [`Rejection::Lost`] answer's `grpc-status` (ABORTED). See [`LockBody`](crate::LockBody)
+    /// for its error type.
     ///
     /// # Examples
     ///
@@ -196,7 +210,9 @@ impl<K: Clone> LockLayer<K> {
     }
 
     /// Whether a lock lost mid-request stops the request (default true: the inner future is
-    /// dropped and the client gets [`Rejection::Lost`]); false lets it finish.
+    /// dropped and the client gets [`Rejection::Lost`]; with
+    /// [`hold_until_body_sent`](Self::hold_until_body_sent), a body being sent ends early);
+    /// false lets it finish.
     ///
     /// # Examples
     ///
@@ -206,6 +222,37 @@ impl<K: Clone> LockLayer<K> {
     /// ```
     pub fn cancel_on_lost(self, cancel: bool) -> Self {
         self.with(|c| c.cancel_on_lost = cancel)
+    }
+
+    /// Maps each key taken from a request to the key that is locked, or refuses the request
+    /// (`Err(reason)`: [`Rejection::InvalidKey`], `400` / INVALID_ARGUMENT, with `reason` in
+    /// the answer). Runs after the extractor and before the key check (see
+    /// [`max_key_len`](Self::max_key_len)), which then applies to what it returns.
+    ///
+    /// The lock must be taken on the value the handler works on, or two spellings of one
+    /// account run at once: make `normalize` give every spelling the handler takes for the
+    /// same value the same key, the way the handler reads it. For a handler taking
+    /// `Path<u64>`, `042` and `42` are one account, and so are fullwidth `４２` if you fold
+    /// Unicode compatibility forms (NFKC, e.g. with the `unicode-normalization` crate).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use unicode_normalization::UnicodeNormalization;
+    ///
+    /// # let layer = distlock_tower::LockLayer::new(distlock::LockClient::memory(), distlock_tower::PathParam::new("id"));
+    /// // `/accounts/{id}`: "42", "042", "４２" and "０４２" all lock account 42.
+    /// let layer = layer.normalize_key(|raw: &str| {
+    ///     let folded: String = raw.nfkc().collect();
+    ///     let id: u64 = folded.parse().map_err(|_| "an account id is a number")?;
+    ///     Ok(id.to_string())
+    /// });
+    /// ```
+    pub fn normalize_key<F>(self, normalize: F) -> Self
+    where
+        F: Fn(&str) -> Result<String, &'static str> + Send + Sync + 'static,
+    {
+        self.with(|c| c.normalizer = Some(Arc::new(normalize)))
     }
 
     /// Replaces the default answers ([`Rejection::http_response`],
@@ -234,6 +281,16 @@ impl<K: Clone> LockLayer<K> {
 }
 
 impl<K> Config<K> {
+    /// The key to lock for the key taken from a request: normalised, then checked.
+    pub(crate) fn key_for(&self, raw: String) -> Result<String, &'static str> {
+        let key = match &self.normalizer {
+            Some(normalize) => normalize(&raw)?,
+            None => raw,
+        };
+        crate::key::check(&key, self.max_key_len)?;
+        Ok(key)
+    }
+
     pub(crate) fn answer(&self, rejection: &Rejection, protocol: Protocol) -> Response<String> {
         match (&self.responder, protocol) {
             (Some(responder), _) => responder(rejection, protocol),

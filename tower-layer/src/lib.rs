@@ -20,12 +20,17 @@
 //!   HTTP header ([`HeaderKey`]), gRPC metadata ([`GrpcMetadata`]) or an axum path parameter
 //!   ([`PathParam`]). A request without a key passes through unlocked.
 //! - Keys from requests are untrusted: they are length-capped and refused (`400` /
-//!   `INVALID_ARGUMENT`) when they hold control characters, whitespace, Cluster hash-tag
-//!   braces, globs or `..`, before anything reaches Redis.
+//!   `INVALID_ARGUMENT`) when they hold control characters, whitespace, invisible or
+//!   formatting characters (U+200B, ...), Cluster hash-tag braces, globs or `..`, or are not
+//!   UTF-8, before anything reaches Redis. A path parameter is the value axum's `Path` gives
+//!   the handler (percent-decoded); [`LockLayer::normalize_key`] maps other spellings of one
+//!   value (`042`, fullwidth digits) to one key.
 //! - Busy keys are answered at once (or after [`LockLayer::wait`]): HTTP `423 Locked` with
 //!   `Retry-After`, gRPC a trailers-only response with `grpc-status` ABORTED. A failing lock
 //!   backend gives `503` / UNAVAILABLE (or, with [`LockLayer::fail_open`], runs the request
-//!   unlocked). A lock lost mid-request stops the request: `503` / ABORTED.
+//!   unlocked). A lock lost mid-request stops the request: `503` / ABORTED; lost while a
+//!   held body is being sent, it ends the body (an error for HTTP, `grpc-status` ABORTED
+//!   trailers for gRPC).
 //! - The layer answers rather than erroring: the inner service's error type is kept, so
 //!   axum's `Infallible` services stay infallible.
 //! - The lock is released when the response is ready (or when its body has been sent, with

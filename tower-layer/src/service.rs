@@ -7,9 +7,9 @@ use distlock::LockError;
 use http::{Request, Response};
 use tower::Service;
 
-use crate::body::LockBody;
+use crate::body::{LockBody, LostEnding};
 use crate::future::ResponseFuture;
-use crate::key::{self, KeyExtractor};
+use crate::key::KeyExtractor;
 use crate::layer::Config;
 use crate::{Protocol, Rejection};
 
@@ -80,16 +80,22 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let Some(key) = self.config.extractor.extract(&req) else {
-            return ResponseFuture::passthrough(self.inner.call(req));
-        };
         let protocol = Protocol::of(&req);
-        if let Err(reason) = key::check(&key, self.config.max_key_len) {
+        let refuse = |reason| {
             let answer = self
                 .config
                 .answer(&Rejection::InvalidKey { reason }, protocol);
-            return ResponseFuture::answered(answer);
-        }
+            ResponseFuture::answered(answer)
+        };
+        let key = match self.config.extractor.try_extract(&req) {
+            Ok(Some(key)) => key,
+            Ok(None) => return ResponseFuture::passthrough(self.inner.call(req)),
+            Err(reason) => return refuse(reason),
+        };
+        let key = match self.config.key_for(key) {
+            Ok(key) => key,
+            Err(reason) => return refuse(reason),
+        };
         // The inner service was made ready by `poll_ready`: hand that one to the future and
         // keep a fresh clone for the next call.
         let clone = self.inner.clone();
@@ -153,7 +159,11 @@ where
         call.await?
     };
     if config.hold_until_body_sent {
-        return Ok(response.map(|body| LockBody::holding(body, guard)));
+        let on_lost = config.cancel_on_lost.then(|| match protocol {
+            Protocol::Grpc => LostEnding::grpc(&config.answer(&Rejection::Lost { key }, protocol)),
+            _ => LostEnding::Error,
+        });
+        return Ok(response.map(|body| LockBody::holding(body, guard, on_lost)));
     }
     if let Err(error) = guard.release().await {
         tracing::debug!(%error, key, "releasing a request's lock failed");
