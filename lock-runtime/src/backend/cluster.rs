@@ -4,16 +4,17 @@
 //! renewals are batched per slot (a script may only touch keys of one slot).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{ProtocolVersion, PushKind};
+use redis::{ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::Notify;
 
-use super::notices::{Notices, Subscriber};
+use super::notices::{Event, Notices, Subscriber};
 use super::redis::{acquire_on, inspect_on, parse_attempt, release_on, renew_on};
 use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups};
 use crate::key::redact_url;
@@ -24,7 +25,7 @@ pub(crate) struct ClusterBackend {
     conn: ClusterConnection,
     urls: Vec<String>,
     command_timeout: Duration,
-    notices: tokio::sync::Mutex<Option<Arc<Notices>>>,
+    notices: OnceLock<Arc<Notices>>,
 }
 
 impl std::fmt::Debug for ClusterBackend {
@@ -75,7 +76,7 @@ impl ClusterBackend {
             conn,
             urls: urls.to_vec(),
             command_timeout,
-            notices: tokio::sync::Mutex::new(None),
+            notices: OnceLock::new(),
         })
     }
 
@@ -126,50 +127,55 @@ impl ClusterBackend {
     }
 
     pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
-        self.notices(waiter)
-            .await?
-            .wakeups(key, None::<Arc<Notify>>)
-            .await
+        self.notices(waiter).wakeups(key, None::<Arc<Notify>>).await
     }
 
-    /// A RESP3 cluster connection whose pushes carry the sharded release notices.
-    async fn notices(&self, waiter: &str) -> Result<Arc<Notices>, LockError> {
-        let mut slot = self.notices.lock().await;
-        if let Some(n) = slot.as_ref().filter(|n| n.is_alive()) {
-            return Ok(n.clone());
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let conn = client(&self.urls, self.command_timeout, |b| {
-            b.use_protocol(ProtocolVersion::RESP3).push_sender(tx)
-        })?
-        .get_async_connection()
-        .await
-        .map_err(LockError::from_redis)?;
-        let notices = Notices::new(Subscriber::Sharded(conn), waiter);
-        let weak = Arc::downgrade(&notices);
-        tokio::spawn(async move {
-            while let Some(push) = rx.recv().await {
-                let Some(notices) = weak.upgrade() else {
-                    return;
+    /// The shared release notices, over a RESP3 cluster connection of their own whose pushes
+    /// carry the sharded notices (made on first use, replaced when it dies or goes silent).
+    fn notices(&self, waiter: &str) -> Arc<Notices> {
+        self.notices
+            .get_or_init(|| {
+                let urls = self.urls.clone();
+                let timeout = self.command_timeout;
+                let connect = move || {
+                    let urls = urls.clone();
+                    Box::pin(async move {
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        let conn = client(&urls, timeout, |b| {
+                            b.use_protocol(ProtocolVersion::RESP3).push_sender(tx)
+                        })?
+                        .get_async_connection()
+                        .await
+                        .map_err(LockError::from_redis)?;
+                        let pushes = futures_util::stream::unfold(rx, |mut rx| async move {
+                            rx.recv().await.map(|push| (push, rx))
+                        });
+                        let events = pushes
+                            .filter_map(|push| std::future::ready(event(push)))
+                            .boxed();
+                        Ok((Subscriber::Sharded(conn), events))
+                    }) as _
                 };
-                if push.kind != PushKind::SMessage {
-                    continue;
-                }
-                let text = |i: usize| {
-                    push.data
-                        .get(i)
-                        .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
-                };
-                if let (Some(channel), Some(payload)) = (text(0), text(1)) {
-                    notices.deliver(&String::from_utf8_lossy(&channel), &payload);
-                }
-            }
-            if let Some(notices) = weak.upgrade() {
-                notices.died();
-            }
-        });
-        *slot = Some(notices.clone());
-        Ok(notices)
+                Notices::new(Box::new(connect), waiter, self.command_timeout)
+            })
+            .clone()
+    }
+}
+
+/// What a push from the cluster connection means for the waiters.
+fn event(push: PushInfo) -> Option<Event> {
+    let text = |i: usize| {
+        push.data
+            .get(i)
+            .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
+    };
+    match push.kind {
+        PushKind::SMessage => Some(Event::Notice {
+            channel: String::from_utf8_lossy(&text(0)?).into_owned(),
+            payload: text(1)?,
+        }),
+        PushKind::Disconnection => Some(Event::Interrupted),
+        _ => None,
     }
 }
 
