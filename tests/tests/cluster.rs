@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use distlock::LockClient;
-use distlock_tests::RedisCluster;
+use distlock_tests::{RedisCluster, RedisServer};
 
 async fn client(cluster: &RedisCluster) -> LockClient {
     LockClient::builder()
@@ -110,4 +110,91 @@ async fn a_slot_migrated_while_held_causes_no_spurious_loss() {
     assert!(b.lock("moving").await.unwrap_err().is_busy());
     guard.release().await.unwrap();
     let _next = b.lock("moving").await.unwrap();
+}
+
+/// Polls `probe` every 10 ms until it holds: for state that the cluster reaches by itself
+/// (gossip, resubscription).
+///
+/// # Panics
+///
+/// After 5 s.
+async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !probe() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How many clients of `node` are subscribed to the sharded channel `channel`.
+fn shard_subscribers(node: &RedisServer, channel: &str) -> i64 {
+    let reply: (String, i64) = node.cmd(&["PUBSUB", "SHARDNUMSUB", channel]);
+    reply.1
+}
+
+#[tokio::test]
+async fn waiters_keep_their_notices_and_their_order_across_a_slot_migration() {
+    let cluster = RedisCluster::start(3);
+    let key = "distlock:migrating";
+    let a = client(&cluster).await;
+    let b = client(&cluster).await;
+    let c = client(&cluster).await;
+    let held = a
+        .lock("migrating")
+        .ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let from = cluster.owner_of(key);
+    let first = tokio::spawn(async move {
+        let acquired = b.lock("migrating").wait(Duration::from_secs(20)).await;
+        (acquired, Instant::now())
+    });
+    eventually("the first waiter subscribed", || {
+        shard_subscribers(&cluster.nodes()[from], key) == 1
+    })
+    .await;
+    let second = tokio::spawn(async move {
+        c.lock("migrating")
+            .wait(Duration::from_secs(20))
+            .await
+            .map(|guard| (guard, Instant::now()))
+    });
+    eventually("the second waiter subscribed", || {
+        shard_subscribers(&cluster.nodes()[from], key) == 2
+    })
+    .await;
+
+    // The slot moves: its old owner drops the sharded subscriptions of its channels.
+    let to = (from + 1) % 3;
+    cluster.migrate_slot_of(key, to);
+    eventually("both waiters subscribed at the new owner", || {
+        shard_subscribers(&cluster.nodes()[to], key) == 2
+    })
+    .await;
+
+    // Let the waiters' backoff grow to its cap (up to 1.25 s between tries), so that only a
+    // notice can wake them promptly.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let released = Instant::now();
+    held.release().await.unwrap();
+    let (acquired, at) = first.await.unwrap();
+    let guard = acquired.expect("the first waiter in line gets the lock");
+    assert!(
+        at - released < Duration::from_millis(300),
+        "woken {:?} after the release",
+        at - released
+    );
+    // The second one in line is still waiting, and is handed the lock next.
+    assert!(!second.is_finished());
+    let released = Instant::now();
+    guard.release().await.unwrap();
+    let (_guard, at) = second
+        .await
+        .unwrap()
+        .expect("the second waiter gets it next");
+    assert!(
+        at - released < Duration::from_millis(300),
+        "woken {:?} after the release",
+        at - released
+    );
 }

@@ -2,6 +2,10 @@
 //! MOVED/ASK redirections (resharding included); release notices go out on sharded channels
 //! (`SPUBLISH` / `SSUBSCRIBE`) on the node owning the slot, never broadcast; the watchdog's
 //! renewals are batched per slot (a script may only touch keys of one slot).
+//!
+//! When a slot moves, its node drops the sharded subscriptions of the slot's channels (an
+//! `sunsubscribe` push); the subscriber subscribes each waited channel again, which the client
+//! routes to the slot's new owner, and wakes its waiters so they retry at once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -173,6 +177,9 @@ fn event(push: PushInfo) -> Option<Event> {
         PushKind::SMessage => Some(Event::Notice {
             channel: String::from_utf8_lossy(&text(0)?).into_owned(),
             payload: text(1)?,
+        }),
+        PushKind::SUnsubscribe => Some(Event::Dropped {
+            channel: String::from_utf8_lossy(&text(0)?).into_owned(),
         }),
         PushKind::Disconnection => Some(Event::Interrupted),
         _ => None,

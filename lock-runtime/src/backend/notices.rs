@@ -93,7 +93,7 @@ pub(crate) enum Event {
     Notice { channel: String, payload: Vec<u8> },
     /// The server ended the subscription of `channel` by itself (on Redis Cluster, when the
     /// channel's slot moved to another node).
-    #[allow(dead_code)] // constructed from Cluster pushes in the next step
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Dropped { channel: String },
     /// The connection was interrupted and restored underneath (Cluster node reconnects):
     /// notices may have been missed.
