@@ -314,6 +314,8 @@ pub struct LockClientBuilder {
     command_timeout: Duration,
     quarantine: Option<Duration>,
     wait_replicas: Option<(usize, Duration)>,
+    #[cfg(feature = "cluster")]
+    cluster_wait_replicas: Option<(usize, Duration)>,
     primary_auth: PrimaryAuth,
     target: Target,
 }
@@ -340,6 +342,8 @@ impl Default for LockClientBuilder {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             quarantine: None,
             wait_replicas: None,
+            #[cfg(feature = "cluster")]
+            cluster_wait_replicas: None,
             primary_auth: PrimaryAuth::default(),
             target: Target::None,
         }
@@ -415,6 +419,27 @@ impl LockClientBuilder {
         U: Into<String>,
     {
         self.target = Target::Cluster(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Cluster only: an acquire succeeds only once `replicas` replicas of the slot's primary
+    /// acknowledged it (`WAIT` on that primary) within `timeout`; otherwise it is released and
+    /// fails with a [`LockError::Backend`] of kind
+    /// [`Timeout`](crate::BackendErrorKind::Timeout). A lock acknowledged this way survives a
+    /// failover to one of those replicas; without it, a failover to a replica that had not
+    /// received the lock yet loses it (see the [guarantees](crate::guarantees)). `timeout`
+    /// must be more than zero and less than the command timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder()
+    ///     .cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .cluster_wait_replicas(1, std::time::Duration::from_millis(100));
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster_wait_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.cluster_wait_replicas = Some((replicas, timeout));
         self
     }
 
@@ -539,7 +564,8 @@ impl LockClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`LockError::InvalidDuration`] for a default lease out of range,
+    /// [`LockError::InvalidDuration`] for a default lease out of range or a
+    /// `cluster_wait_replicas` timeout that is zero or not below the command timeout,
     /// [`LockError::InvalidKey`] for a prefix with control characters,
     /// [`LockError::InvalidUrl`] when no backend was chosen or the URL is bad,
     /// [`LockError::Backend`] when fewer than a majority of Redlock nodes are reachable, and
@@ -593,9 +619,25 @@ impl LockClientBuilder {
                 .await?,
             ),
             #[cfg(feature = "cluster")]
-            Target::Cluster(urls) => Backend::Cluster(
-                crate::backend::ClusterBackend::connect(&urls, self.command_timeout).await?,
-            ),
+            Target::Cluster(urls) => {
+                if let Some((_, timeout)) = self.cluster_wait_replicas
+                    && (timeout.is_zero() || timeout >= self.command_timeout)
+                {
+                    return Err(LockError::InvalidDuration {
+                        what: "cluster_wait_replicas timeout",
+                        value: timeout,
+                        reason: "must be more than zero and less than the command timeout",
+                    });
+                }
+                Backend::Cluster(
+                    crate::backend::ClusterBackend::connect(
+                        &urls,
+                        self.command_timeout,
+                        self.cluster_wait_replicas,
+                    )
+                    .await?,
+                )
+            }
             Target::Memory(store) => Backend::Memory(MemoryBackend::new(store)),
         };
         Ok(LockClient::from_parts(

@@ -1,8 +1,9 @@
-//! Redis Cluster: three real primaries formed with `redis-cli --cluster create`.
+//! Redis Cluster: three real primaries formed with `redis-cli --cluster create`, plus a
+//! replica where a test needs one.
 
 use std::time::{Duration, Instant};
 
-use distlock::LockClient;
+use distlock::{BackendErrorKind, LockClient, LockError};
 use distlock_tests::{RedisCluster, RedisServer};
 
 async fn client(cluster: &RedisCluster) -> LockClient {
@@ -197,4 +198,154 @@ async fn waiters_keep_their_notices_and_their_order_across_a_slot_migration() {
         "woken {:?} after the release",
         at - released
     );
+}
+
+const CLUSTER_NODE: [&str; 6] = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+];
+
+/// Adds a replica of the primary `of` to the cluster and waits until it is in sync.
+fn add_replica(cluster: &RedisCluster, of: usize) -> RedisServer {
+    let replica = RedisServer::start_with(&CLUSTER_NODE);
+    let primary = &cluster.nodes()[of];
+    let primary_id: String = primary.cmd(&["CLUSTER", "MYID"]);
+    replica.cmd::<()>(&["CLUSTER", "MEET", "127.0.0.1", &primary.port().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let known: String = replica.cmd(&["CLUSTER", "NODES"]);
+        if known.contains(&primary_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never met its primary"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    replica.cmd::<()>(&["CLUSTER", "REPLICATE", &primary_id]);
+    loop {
+        let info: String = replica.cmd(&["INFO", "replication"]);
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    replica
+}
+
+/// Whether `node` sees the node `id` as a primary.
+fn is_primary(node: &RedisServer, id: &str) -> bool {
+    let nodes: String = node.cmd(&["CLUSTER", "NODES"]);
+    nodes.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        fields.first() == Some(&id) && fields.get(2).is_some_and(|f| f.contains("master"))
+    })
+}
+
+#[tokio::test]
+async fn with_replica_acknowledgement_an_unreplicated_lock_is_given_back() {
+    let cluster = RedisCluster::start(3);
+    let key = "distlock:acked";
+    let owner = cluster.owner_of(key);
+    let replica = add_replica(&cluster, owner);
+    let client = LockClient::builder()
+        .cluster(cluster.urls())
+        .cluster_wait_replicas(1, Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+
+    // The replica cannot acknowledge: the acquire fails and leaves nothing behind.
+    replica.pause();
+    let err = client
+        .lock("acked")
+        .ttl(Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LockError::Backend {
+                kind: BackendErrorKind::Timeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("replicas"), "{err}");
+    assert_eq!(client.held_locks(), 0);
+    let value: Option<String> = cluster.nodes()[owner].cmd(&["GET", key]);
+    assert!(
+        value.as_deref().is_none_or(|v| v.starts_with('T')),
+        "{value:?}"
+    );
+    replica.resume();
+
+    // Acknowledged: the replica has it.
+    let _guard = client
+        .lock("acked")
+        .ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut on_replica = replica.conn();
+    redis::cmd("READONLY").exec(&mut on_replica).unwrap();
+    let value: String = redis::cmd("GET").arg(key).query(&mut on_replica).unwrap();
+    assert!(value.starts_with('H'), "{value}");
+}
+
+#[tokio::test]
+async fn with_replica_acknowledgement_a_lock_survives_a_failover() {
+    let cluster = RedisCluster::start(3);
+    let key = "distlock:failover";
+    let owner = cluster.owner_of(key);
+    let replica = add_replica(&cluster, owner);
+    let acked = LockClient::builder()
+        .cluster(cluster.urls())
+        .cluster_wait_replicas(1, Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let guard = acked
+        .lock("failover")
+        .ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // The primary freezes; its replica takes over at once.
+    let primary = &cluster.nodes()[owner];
+    primary.pause();
+    let replica_id: String = replica.cmd(&["CLUSTER", "MYID"]);
+    replica.cmd::<()>(&["CLUSTER", "FAILOVER", "TAKEOVER"]);
+    let witness = &cluster.nodes()[(owner + 1) % 3];
+    eventually("the cluster sees the replica as the primary", || {
+        is_primary(witness, &replica_id)
+    })
+    .await;
+
+    // A client that starts from the healthy nodes finds the lock held on the new primary.
+    let mut urls: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != owner)
+        .map(|(_, n)| n.url())
+        .collect();
+    urls.push(replica.url());
+    let other = LockClient::builder().cluster(urls).build().await.unwrap();
+    let err = other.lock("failover").await.unwrap_err();
+    assert!(
+        err.is_busy(),
+        "the failover lost an acknowledged lock: {err}"
+    );
+    let info = other.inspect("failover").await.unwrap().expect("held");
+    assert_eq!(info.fencing_token, guard.fencing_token());
 }

@@ -6,6 +6,11 @@
 //! When a slot moves, its node drops the sharded subscriptions of the slot's channels (an
 //! `sunsubscribe` push); the subscriber subscribes each waited channel again, which the client
 //! routes to the slot's new owner, and wakes its waiters so they retry at once.
+//!
+//! Replication to the slot's replicas is asynchronous. With
+//! [`cluster_wait_replicas`](crate::LockClientBuilder::cluster_wait_replicas) an acquire is
+//! followed by `WAIT` on the slot's primary and only succeeds once enough replicas have the
+//! lock; otherwise it is released again and fails.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -15,20 +20,22 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::Notify;
 
 use super::notices::{Event, Notices, Subscriber};
 use super::redis::{acquire_on, inspect_on, parse_attempt, release_on, renew_on};
-use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups};
+use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups, millis};
 use crate::key::redact_url;
 use crate::token::Token;
-use crate::{LockError, LockInfo};
+use crate::{BackendErrorKind, LockError, LockInfo};
 
 pub(crate) struct ClusterBackend {
     conn: ClusterConnection,
     urls: Vec<String>,
     command_timeout: Duration,
+    wait_replicas: Option<(usize, Duration)>,
     notices: OnceLock<Arc<Notices>>,
 }
 
@@ -65,6 +72,7 @@ impl ClusterBackend {
     pub(crate) async fn connect(
         urls: &[String],
         command_timeout: Duration,
+        wait_replicas: Option<(usize, Duration)>,
     ) -> Result<Self, LockError> {
         if urls.is_empty() {
             return Err(LockError::InvalidUrl {
@@ -80,13 +88,74 @@ impl ClusterBackend {
             conn,
             urls: urls.to_vec(),
             command_timeout,
+            wait_replicas,
             notices: OnceLock::new(),
         })
     }
 
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
-        parse_attempt(&reply, args.user_key)
+        let attempt = parse_attempt(&reply, args.user_key)?;
+        let (Attempt::Acquired { .. }, Some((replicas, timeout))) = (&attempt, self.wait_replicas)
+        else {
+            return Ok(attempt);
+        };
+        let acked = self.wait_replicas(args.key, replicas, timeout).await;
+        if let Ok(acked) = acked
+            && acked >= replicas
+        {
+            return Ok(attempt);
+        }
+        // Not (known to be) replicated: give it back rather than hold a lock that a failover
+        // can lose. A failed release is retried in the background by the caller (the acquire
+        // fails either way).
+        if let Err(err) = release_on(
+            &mut self.conn.clone(),
+            args.key,
+            args.token,
+            Some("SPUBLISH"),
+        )
+        .await
+        {
+            tracing::debug!(%err, "releasing an unacknowledged lock failed");
+        }
+        Err(match acked {
+            Ok(acked) => LockError::backend(
+                BackendErrorKind::Timeout,
+                format!(
+                    "only {acked} of {replicas} replicas of the slot's primary acknowledged the lock on `{}` within {timeout:?}; released",
+                    args.user_key
+                ),
+            ),
+            Err(err) => err,
+        })
+    }
+
+    /// `WAIT replicas timeout` on the primary owning `key`'s slot, over the connection that
+    /// carried the acquire: how many of its replicas acknowledged the writes made so far.
+    async fn wait_replicas(
+        &self,
+        key: &str,
+        replicas: usize,
+        timeout: Duration,
+    ) -> Result<usize, LockError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(millis(timeout));
+        let primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_key(key, SlotAddr::Master),
+        ));
+        let reply = self
+            .conn
+            .clone()
+            .route_command(wait, primary)
+            .await
+            .map_err(LockError::from_redis)?;
+        redis::from_redis_value::<usize>(reply).map_err(|e| {
+            LockError::backend(
+                BackendErrorKind::Server,
+                format!("WAIT answered something other than a count: {e}"),
+            )
+        })
     }
 
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
