@@ -366,7 +366,8 @@ impl LockClientBuilder {
     /// Use Redlock over several independent Redis primaries (not replicas of each other, not
     /// a Cluster): a lock is held when a majority of them grant it. See the
     /// [guarantees](crate::guarantees) for what that does and does not promise; fencing
-    /// tokens are then per-node server clocks, not one counter.
+    /// tokens are then per-node server clocks, not one counter. A brand-new deployment grants
+    /// locks only after one [quarantine](Self::redlock_quarantine).
     ///
     /// # Examples
     ///
@@ -386,9 +387,15 @@ impl LockClientBuilder {
         self
     }
 
-    /// Redlock only: how long a node that lost its data (restarted without persistence) is not
-    /// counted, so that every lock it forgot has expired first. Set it to your longest lease;
-    /// default: the default TTL.
+    /// Redlock only: how long a node must have kept its data before it votes, so that every
+    /// lock a node that lost its data (restarted without persistence, flushed) forgot has
+    /// expired first. Set it to your longest lease; default: the default TTL.
+    ///
+    /// Each node measures this on its own clock from the boot marker the first acquire wrote
+    /// on it, whatever the other nodes say. An empty node cannot tell whether it is brand new
+    /// or restarted, so a brand-new deployment grants no lock (acquires fail with "quorum
+    /// unavailable", not as busy) until one quarantine after its first use. The marker is
+    /// kept per key prefix: a new prefix waits one quarantine too.
     ///
     /// # Examples
     ///

@@ -9,7 +9,22 @@ use distlock_tests::RedisServer;
 struct Nodes(Vec<RedisServer>);
 
 impl Nodes {
+    /// Three nodes of a deployment that has been running for a while: their boot markers say
+    /// they have kept their data for an hour (as the acquire script would have recorded).
     fn start() -> Self {
+        let nodes = Self::start_fresh();
+        for server in &nodes.0 {
+            let time: Vec<String> = server.cmd(&["TIME"]);
+            let now: u64 =
+                time[0].parse::<u64>().unwrap() * 1_000_000 + time[1].parse::<u64>().unwrap();
+            let boot = now - 3_600_000_000;
+            server.cmd::<()>(&["SET", "distlock:__boot", &format!("{boot:016}")]);
+        }
+        nodes
+    }
+
+    /// Three empty nodes: a brand-new deployment.
+    fn start_fresh() -> Self {
         Nodes((0..3).map(|_| RedisServer::start()).collect())
     }
 
@@ -151,4 +166,83 @@ async fn nodes_that_lost_their_data_are_not_counted_until_the_quarantine_passed(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(next.is_held());
+}
+
+fn quorum_unavailable(err: &LockError) -> bool {
+    !err.is_busy() && err.is_backend() && err.to_string().contains("quorum")
+}
+
+#[tokio::test]
+async fn restarted_nodes_do_not_vouch_for_each_other_while_the_holders_node_is_frozen() {
+    let mut nodes = Nodes::start();
+    let q = Duration::from_secs(3);
+    let x = nodes.client(q).await;
+    let y = nodes.client(q).await;
+    // Lease = quarantine, as the quarantine is meant to be set.
+    let held = x.lock("q").ttl(q).await.unwrap();
+    nodes.0[1].restart();
+    nodes.0[2].restart();
+    nodes.0[0].pause(); // the one node that still knows x's lock cannot answer
+    let restarted = Instant::now();
+    // B and C answer, but neither has kept its data for the quarantine: neither votes,
+    // whatever the other says.
+    while restarted.elapsed() < q - Duration::from_millis(300) {
+        match y.lock("q").await {
+            Ok(_) => panic!(
+                "granted by two nodes that forgot the lock {:?} after their restart, while x holds it",
+                restarted.elapsed()
+            ),
+            Err(err) => assert!(quorum_unavailable(&err), "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // x learns at its next renewal that a majority no longer knows its lock.
+    tokio::time::timeout(Duration::from_secs(5), held.lost())
+        .await
+        .expect("the old holder is told");
+    // Once B and C have kept their data for the quarantine they vote again.
+    let next = loop {
+        match y.lock("q").await {
+            Ok(guard) => break guard,
+            Err(err) => assert!(quorum_unavailable(&err), "{err}"),
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "never counted again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(restarted.elapsed() >= q - Duration::from_millis(300));
+    assert!(!held.is_held());
+    assert!(next.is_held());
+}
+
+#[tokio::test]
+async fn a_brand_new_deployment_grants_nothing_for_one_quarantine() {
+    let nodes = Nodes::start_fresh();
+    let q = Duration::from_secs(2);
+    let client = nodes.client(q).await;
+    let first = Instant::now();
+    // Empty nodes cannot tell "brand new" from "restarted empty": none votes yet.
+    let err = client.lock("new").await.unwrap_err();
+    assert!(quorum_unavailable(&err), "{err}");
+    assert!(err.to_string().contains("quarantine"), "{err}");
+    let guard = loop {
+        match client.lock("new").await {
+            Ok(guard) => break guard,
+            Err(err) => assert!(quorum_unavailable(&err), "{err}"),
+        }
+        assert!(
+            first.elapsed() < q + Duration::from_secs(5),
+            "never granted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The markers were set by the first attempt, after `first`; the clocks are one machine's.
+    assert!(
+        first.elapsed() >= q - Duration::from_millis(50),
+        "granted after {:?}",
+        first.elapsed()
+    );
+    assert!(guard.is_held());
 }

@@ -1,16 +1,25 @@
 //! Redlock: one lock over N independent Redis primaries, held when a majority grants it.
 //!
-//! Acquire asks every node at once with the same token; the lock is held when a majority
-//! granted it and the answers came back within the lease (less drift, checked by the caller).
-//! Otherwise the nodes that did grant it are released again, and the caller learns whether
-//! the key was busy or too few nodes answered (a distinct error). Release goes to all nodes,
-//! renewal too (held while a majority renews).
+//! Acquire asks every node at once with the same token; the lock is held when a majority of
+//! *voting* nodes (below) granted it and the answers came back within the lease (less drift,
+//! checked by the caller). Otherwise the nodes that did grant it are released again, and the
+//! caller learns whether the key was busy or too few nodes could vote (a distinct error).
+//! Release goes to all nodes, renewal too (held while a majority renews).
 //!
-//! A node that lost its data (restarted without persistence, flushed) while others kept theirs
-//! could grant a lock that is still held elsewhere. Every node therefore carries a boot marker
-//! (set by the first acquire that finds it missing); a node whose marker is much younger than
-//! the others' does not count until it has kept its data for the quarantine period (the
-//! longest lease in use), by when every lock it forgot has expired anyway.
+//! # Nodes that lost their data
+//!
+//! A node that lost its data (restarted without persistence, flushed) could grant a lock that
+//! is still held elsewhere. Every node therefore carries a boot marker, set by the first
+//! acquire that finds it missing, and a node *votes* only once its marker is at least the
+//! quarantine (the longest lease in use) old, measured on that node's own clock. By then every
+//! lock it may have forgotten has expired. What the other nodes say does not matter: a node
+//! that cannot vouch for its own past does not count, even if all nodes restarted together.
+//!
+//! An empty node cannot tell "brand new" from "restarted": so a brand-new deployment (or one
+//! where every node restarted empty) grants no lock until one quarantine after its nodes were
+//! first used. Acquires meanwhile fail with the quorum-unavailable error, not as busy. The
+//! marker is kept per key prefix (`<prefix>__boot`), so a prefix used for the first time on
+//! running nodes waits one quarantine too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +30,6 @@ use tokio::sync::Notify;
 use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError, LockInfo};
-
-/// Nodes whose boot markers were set within this long of the oldest one started together
-/// (a fresh deployment): they all count. A quarter of the quarantine, at most 10 s.
-fn started_together(quarantine: Duration) -> Duration {
-    (quarantine / 4).min(Duration::from_secs(10))
-}
 
 #[derive(Debug)]
 pub(crate) struct RedlockBackend {
@@ -115,11 +118,9 @@ impl RedlockBackend {
                     .map(|(_, boot, now)| now.saturating_sub(*boot))
             })
             .collect();
-        let oldest = ages.iter().flatten().copied().max().unwrap_or(0);
-        let counts = |age: u64| {
-            age >= micros(self.quarantine)
-                || oldest - age <= micros(started_together(self.quarantine))
-        };
+        // A node counts only once it has kept its data for the quarantine, on its own clock:
+        // nodes that restarted empty together must not vouch for each other.
+        let counts = |age: u64| age >= micros(self.quarantine);
 
         let mut granted = Vec::new();
         let mut fence = 0;
@@ -163,7 +164,17 @@ impl RedlockBackend {
         }
         self.undo(&granted, key, token).await;
         if unavailable > self.nodes.len() - self.quorum() {
-            let detail = first_error.map(|e| format!(" ({e})")).unwrap_or_default();
+            let young = granted.len() - counted;
+            let mut detail = String::new();
+            if young > 0 {
+                detail.push_str(&format!(
+                    "; {young} kept their data for less than the quarantine ({:?})",
+                    self.quarantine
+                ));
+            }
+            if let Some(err) = first_error {
+                detail.push_str(&format!("; {err}"));
+            }
             return Err(LockError::backend(
                 BackendErrorKind::Connection,
                 format!(
