@@ -366,8 +366,9 @@ impl LockClientBuilder {
     /// Use Redlock over several independent Redis primaries (not replicas of each other, not
     /// a Cluster): a lock is held when a majority of them grant it. See the
     /// [guarantees](crate::guarantees) for what that does and does not promise; fencing
-    /// tokens are then per-node server clocks, not one counter. A brand-new deployment grants
-    /// locks only after one [quarantine](Self::redlock_quarantine).
+    /// tokens are then per-node server clocks, not one counter. A slow or frozen node costs
+    /// an acquire or renewal at most `min(command timeout, lease / 10)`. A brand-new
+    /// deployment grants locks only after one [quarantine](Self::redlock_quarantine).
     ///
     /// # Examples
     ///

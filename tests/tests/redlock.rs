@@ -1,5 +1,5 @@
 //! Redlock over three real redis-servers: majority, node failures, undoing partial
-//! acquisitions, quarantine of a node that lost its data, notified waiting.
+//! acquisitions, quarantine of a node that lost its data, frozen nodes, notified waiting.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,16 @@ impl Nodes {
             .redlock(self.urls())
             .redlock_quarantine(quarantine)
             .command_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// A client with the default command timeout (2 s).
+    async fn default_client(&self) -> LockClient {
+        LockClient::builder()
+            .redlock(self.urls())
+            .redlock_quarantine(Q)
             .build()
             .await
             .unwrap()
@@ -245,4 +255,70 @@ async fn a_brand_new_deployment_grants_nothing_for_one_quarantine() {
         first.elapsed()
     );
     assert!(guard.is_held());
+}
+
+/// Acquire, check and release leases of one second with node 0 frozen; then hold one across
+/// several renewals.
+async fn one_second_leases_with_node_0_frozen(nodes: &Nodes, client: &LockClient) {
+    let lease = Duration::from_secs(1);
+    for i in 0..5 {
+        let key = format!("k{i}");
+        let started = Instant::now();
+        let guard = client.lock(key.as_str()).ttl(lease).await.unwrap();
+        let took = started.elapsed();
+        // A tenth of the lease at most for the frozen node; the healthy ones answer at once.
+        assert!(took < Duration::from_millis(500), "acquire took {took:?}");
+        assert!(guard.is_held());
+        for server in &nodes.0[1..] {
+            let value: String = server.cmd(&["GET", &format!("distlock:{key}")]);
+            assert!(value.starts_with('H'), "{value}");
+        }
+        let started = Instant::now();
+        guard.release().await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "release took {took:?}");
+        for server in &nodes.0[1..] {
+            let value: Option<String> = server.cmd(&["GET", &format!("distlock:{key}")]);
+            assert!(
+                value.as_deref().is_none_or(|v| v.starts_with('T')),
+                "{value:?}"
+            );
+        }
+    }
+    // Renewals (every third of the lease) do not wait for the frozen node either.
+    let guard = client.lock("kept").ttl(lease).await.unwrap();
+    let lost = tokio::time::timeout(lease * 3, guard.lost()).await;
+    assert!(lost.is_err(), "lost while two of three nodes are healthy");
+    assert!(guard.is_held());
+    // Each node derives its own fence; the guard carries the largest of the granting ones.
+    let info = client.inspect("kept").await.unwrap().expect("held");
+    assert!(info.fencing_token <= guard.fencing_token());
+    assert_eq!(info.pid, Some(std::process::id()));
+}
+
+#[tokio::test]
+async fn a_node_frozen_before_the_client_connects_costs_a_fraction_of_the_lease() {
+    let nodes = Nodes::start();
+    nodes.0[0].pause();
+    let started = Instant::now();
+    let client = nodes.default_client().await;
+    // At most the command timeout (2 s) for the frozen node, in parallel with the others.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "connecting took {took:?}");
+    one_second_leases_with_node_0_frozen(&nodes, &client).await;
+}
+
+#[tokio::test]
+async fn a_node_frozen_while_connected_costs_a_fraction_of_the_lease() {
+    let nodes = Nodes::start();
+    let client = nodes.default_client().await;
+    client
+        .lock("warmup")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    nodes.0[0].pause();
+    one_second_leases_with_node_0_frozen(&nodes, &client).await;
 }

@@ -92,6 +92,11 @@ impl RedisBackend {
         })
     }
 
+    /// The server's URL, password redacted.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
         parse_attempt(&reply, args.user_key)
