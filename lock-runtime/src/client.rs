@@ -265,6 +265,8 @@ pub struct LockClientBuilder {
     command_timeout: Duration,
     quarantine: Option<Duration>,
     wait_replicas: Option<(usize, Duration)>,
+    #[cfg(feature = "cluster")]
+    cluster_wait_replicas: Option<(usize, Duration)>,
     primary_auth: PrimaryAuth,
     target: Target,
 }
@@ -326,6 +328,8 @@ impl Default for LockClientBuilder {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             quarantine: None,
             wait_replicas: None,
+            #[cfg(feature = "cluster")]
+            cluster_wait_replicas: None,
             primary_auth: PrimaryAuth::default(),
             target: Target::None,
         }
@@ -348,7 +352,9 @@ impl LockClientBuilder {
     /// Use Redlock over several independent Redis primaries (not replicas of each other, not
     /// a Cluster): a lock is held when a majority of them grant it. See the
     /// [guarantees](crate::guarantees) for what that does and does not promise; fencing
-    /// tokens are then per-node server clocks, not one counter.
+    /// tokens are then per-node server clocks, not one counter. A slow or frozen node costs
+    /// an acquire or renewal at most `min(command timeout, lease / 10)`. A brand-new
+    /// deployment grants locks only after one [quarantine](Self::redlock_quarantine).
     ///
     /// # Examples
     ///
@@ -368,9 +374,15 @@ impl LockClientBuilder {
         self
     }
 
-    /// Redlock only: how long a node that lost its data (restarted without persistence) is not
-    /// counted, so that every lock it forgot has expired first. Set it to your longest lease;
-    /// default: the default TTL.
+    /// Redlock only: how long a node must have kept its data before it votes, so that every
+    /// lock a node that lost its data (restarted without persistence, flushed) forgot has
+    /// expired first. Set it to your longest lease; default: the default TTL.
+    ///
+    /// Each node measures this on its own clock from the boot marker the first acquire wrote
+    /// on it, whatever the other nodes say. An empty node cannot tell whether it is brand new
+    /// or restarted, so a brand-new deployment grants no lock (acquires fail with "quorum
+    /// unavailable", not as busy) until one quarantine after its first use. The marker is
+    /// kept per key prefix: a new prefix waits one quarantine too.
     ///
     /// # Examples
     ///
@@ -401,6 +413,27 @@ impl LockClientBuilder {
         U: Into<String>,
     {
         self.target = Target::Cluster(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Cluster only: an acquire succeeds only once `replicas` replicas of the slot's primary
+    /// acknowledged it (`WAIT` on that primary) within `timeout`; otherwise it is released and
+    /// fails with a [`LockError::Backend`] of kind
+    /// [`Timeout`](crate::BackendErrorKind::Timeout). A lock acknowledged this way survives a
+    /// failover to one of those replicas; without it, a failover to a replica that had not
+    /// received the lock yet loses it (see the [guarantees](crate::guarantees)). `timeout`
+    /// must be more than zero and less than the command timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = distlock::LockClient::builder()
+    ///     .cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .cluster_wait_replicas(1, std::time::Duration::from_millis(100));
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster_wait_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.cluster_wait_replicas = Some((replicas, timeout));
         self
     }
 
@@ -525,7 +558,8 @@ impl LockClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`LockError::InvalidDuration`] for a default lease out of range,
+    /// [`LockError::InvalidDuration`] for a default lease out of range or a
+    /// `cluster_wait_replicas` timeout that is zero or not below the command timeout,
     /// [`LockError::InvalidKey`] for a prefix with control characters,
     /// [`LockError::InvalidUrl`] when no backend was chosen or the URL is bad,
     /// [`LockError::Backend`] when fewer than a majority of Redlock nodes are reachable, and
@@ -579,9 +613,25 @@ impl LockClientBuilder {
                 .await?,
             ),
             #[cfg(feature = "cluster")]
-            Target::Cluster(urls) => Backend::Cluster(
-                crate::backend::ClusterBackend::connect(&urls, self.command_timeout).await?,
-            ),
+            Target::Cluster(urls) => {
+                if let Some((_, timeout)) = self.cluster_wait_replicas
+                    && (timeout.is_zero() || timeout >= self.command_timeout)
+                {
+                    return Err(LockError::InvalidDuration {
+                        what: "cluster_wait_replicas timeout",
+                        value: timeout,
+                        reason: "must be more than zero and less than the command timeout",
+                    });
+                }
+                Backend::Cluster(
+                    crate::backend::ClusterBackend::connect(
+                        &urls,
+                        self.command_timeout,
+                        self.cluster_wait_replicas,
+                    )
+                    .await?,
+                )
+            }
             Target::Memory(store) => Backend::Memory(MemoryBackend::new(store)),
         };
         Ok(LockClient::from_parts(

@@ -69,6 +69,18 @@ pub(crate) fn validate_ttl(what: &'static str, ttl: Duration) -> Result<(), Lock
 /// What stands in for anything hidden.
 const HIDDEN: &str = "***";
 
+/// Why redis-rs refused a URL, without the part of the URL it may quote (its error detail can
+/// hold a fragment of a password, e.g. after a `?` inside it).
+pub(crate) fn url_error_reason(e: &redis::RedisError) -> String {
+    match e.detail() {
+        Some(detail) => e.to_string().strip_suffix(detail).map_or_else(
+            || e.category().to_owned(),
+            |s| s.trim_end_matches([':', ' ', '-']).to_owned(),
+        ),
+        None => e.to_string(),
+    }
+}
+
 /// `url` with every credential in it replaced by `***`, for messages, logs and `Debug`.
 ///
 /// Errs on the side of hiding: the user info is everything up to the *last* `@` (a password

@@ -232,7 +232,20 @@ impl LockRequest {
             if wakeups.is_none() {
                 // Subscribe, then try again at once: a release between our first try and the
                 // subscription is caught by that retry, any later one by the notice.
-                match backend.subscribe(&full_key, client.waiter_id()).await {
+                // Bounded by the wait: a slow subscription must not hold a waiter past it.
+                let subscribe = backend.subscribe(&full_key, client.waiter_id());
+                let subscribed = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, subscribe)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(LockError::backend(
+                                BackendErrorKind::Timeout,
+                                "no subscription to release notices before the deadline",
+                            ))
+                        }),
+                    None => subscribe.await,
+                };
+                match subscribed {
                     Ok(w) => {
                         wakeups = Some(w);
                         continue;

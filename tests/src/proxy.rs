@@ -1,7 +1,9 @@
 //! A TCP proxy for fault tests: added latency, blackholes (nothing passes, nothing closes)
-//! and cut connections, between a client and a real server.
+//! and cut connections, between a client and a real server. Blackholes apply to all traffic,
+//! to new connections only, or to one connection (by the order it was accepted in).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +28,19 @@ struct State {
     restored: Notify,
     cuts: AtomicU64,
     cut: Notify,
+    accepted: AtomicUsize,
+    blackhole_new: AtomicBool,
+    /// Connections (by accept order) that pass nothing any more, for good.
+    silenced: Mutex<HashSet<usize>>,
+}
+
+impl State {
+    fn silenced(&self, connection: usize) -> bool {
+        self.silenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&connection)
+    }
 }
 
 impl TcpProxy {
@@ -51,11 +66,19 @@ impl TcpProxy {
             let listener = TcpListener::from_std(listener).expect("a tokio listener");
             while let Ok((inbound, _)) = listener.accept().await {
                 let state = accept_state.clone();
+                let connection = state.accepted.fetch_add(1, Ordering::SeqCst);
+                if state.blackhole_new.load(Ordering::SeqCst) {
+                    state
+                        .silenced
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(connection);
+                }
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
                         return;
                     };
-                    forward(inbound, outbound, state).await;
+                    forward(inbound, outbound, state, connection).await;
                 });
             }
         });
@@ -89,6 +112,27 @@ impl TcpProxy {
         }
     }
 
+    /// While on, connections accepted from now on pass nothing, ever (they are accepted and
+    /// kept open); established ones carry on. Off: new connections work again.
+    pub fn blackhole_new_connections(&self, on: bool) {
+        self.state.blackhole_new.store(on, Ordering::SeqCst);
+    }
+
+    /// How many connections were accepted so far; the next one gets this number.
+    pub fn connections(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Silences connection `connection` (numbered from 0 in the order accepted) for good:
+    /// nothing passes either way, nothing is closed (a half-open connection).
+    pub fn silence(&self, connection: usize) {
+        self.state
+            .silenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(connection);
+    }
+
     /// Closes every open connection (new ones are accepted).
     pub fn cut(&self) {
         self.state.cuts.fetch_add(1, Ordering::SeqCst);
@@ -104,7 +148,7 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn forward(inbound: TcpStream, outbound: TcpStream, state: Arc<State>) {
+async fn forward(inbound: TcpStream, outbound: TcpStream, state: Arc<State>, connection: usize) {
     let generation = state.cuts.load(Ordering::SeqCst);
     let (in_read, in_write) = inbound.into_split();
     let (out_read, out_write) = outbound.into_split();
@@ -115,8 +159,8 @@ async fn forward(inbound: TcpStream, outbound: TcpStream, state: Arc<State>) {
         return;
     }
     tokio::select! {
-        () = pump(in_read, out_write, &state) => {}
-        () = pump(out_read, in_write, &state) => {}
+        () = pump(in_read, out_write, &state, connection) => {}
+        () = pump(out_read, in_write, &state, connection) => {}
         () = cut => {}
     }
 }
@@ -125,6 +169,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     state: &State,
+    connection: usize,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -136,6 +181,9 @@ async fn pump(
             let restored = state.restored.notified();
             tokio::pin!(restored);
             restored.as_mut().enable();
+            if state.silenced(connection) {
+                std::future::pending::<()>().await;
+            }
             if !state.blackhole.load(Ordering::SeqCst) {
                 break;
             }

@@ -120,8 +120,6 @@ async fn connect_errors_never_show_a_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs backend/redis.rs to drop the detail of redis-rs's URL error (it quotes the \
-            `protocol` query value); `.replace(url, redacted)` misses a fragment"]
 async fn a_url_error_that_quotes_the_url_shows_no_password() {
     connect_with_every_shape(&[ECHOED]).await;
 }

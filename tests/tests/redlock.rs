@@ -1,5 +1,5 @@
 //! Redlock over three real redis-servers: majority, node failures, undoing partial
-//! acquisitions, quarantine of a node that lost its data, notified waiting.
+//! acquisitions, quarantine of a node that lost its data, frozen nodes, notified waiting.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,22 @@ use distlock_tests::RedisServer;
 struct Nodes(Vec<RedisServer>);
 
 impl Nodes {
+    /// Three nodes of a deployment that has been running for a while: their boot markers say
+    /// they have kept their data for an hour (as the acquire script would have recorded).
     fn start() -> Self {
+        let nodes = Self::start_fresh();
+        for server in &nodes.0 {
+            let time: Vec<String> = server.cmd(&["TIME"]);
+            let now: u64 =
+                time[0].parse::<u64>().unwrap() * 1_000_000 + time[1].parse::<u64>().unwrap();
+            let boot = now - 3_600_000_000;
+            server.cmd::<()>(&["SET", "distlock:__boot", &format!("{boot:016}")]);
+        }
+        nodes
+    }
+
+    /// Three empty nodes: a brand-new deployment.
+    fn start_fresh() -> Self {
         Nodes((0..3).map(|_| RedisServer::start()).collect())
     }
 
@@ -22,6 +37,16 @@ impl Nodes {
             .redlock(self.urls())
             .redlock_quarantine(quarantine)
             .command_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// A client with the default command timeout (2 s).
+    async fn default_client(&self) -> LockClient {
+        LockClient::builder()
+            .redlock(self.urls())
+            .redlock_quarantine(Q)
             .build()
             .await
             .unwrap()
@@ -151,4 +176,149 @@ async fn nodes_that_lost_their_data_are_not_counted_until_the_quarantine_passed(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(next.is_held());
+}
+
+fn quorum_unavailable(err: &LockError) -> bool {
+    !err.is_busy() && err.is_backend() && err.to_string().contains("quorum")
+}
+
+#[tokio::test]
+async fn restarted_nodes_do_not_vouch_for_each_other_while_the_holders_node_is_frozen() {
+    let mut nodes = Nodes::start();
+    let q = Duration::from_secs(3);
+    let x = nodes.client(q).await;
+    let y = nodes.client(q).await;
+    // Lease = quarantine, as the quarantine is meant to be set.
+    let held = x.lock("q").ttl(q).await.unwrap();
+    nodes.0[1].restart();
+    nodes.0[2].restart();
+    nodes.0[0].pause(); // the one node that still knows x's lock cannot answer
+    let restarted = Instant::now();
+    // B and C answer, but neither has kept its data for the quarantine: neither votes,
+    // whatever the other says.
+    while restarted.elapsed() < q - Duration::from_millis(300) {
+        match y.lock("q").await {
+            Ok(_) => panic!(
+                "granted by two nodes that forgot the lock {:?} after their restart, while x holds it",
+                restarted.elapsed()
+            ),
+            Err(err) => assert!(quorum_unavailable(&err), "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // x learns at its next renewal that a majority no longer knows its lock.
+    tokio::time::timeout(Duration::from_secs(5), held.lost())
+        .await
+        .expect("the old holder is told");
+    // Once B and C have kept their data for the quarantine they vote again.
+    let next = loop {
+        match y.lock("q").await {
+            Ok(guard) => break guard,
+            Err(err) => assert!(quorum_unavailable(&err), "{err}"),
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "never counted again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(restarted.elapsed() >= q - Duration::from_millis(300));
+    assert!(!held.is_held());
+    assert!(next.is_held());
+}
+
+#[tokio::test]
+async fn a_brand_new_deployment_grants_nothing_for_one_quarantine() {
+    let nodes = Nodes::start_fresh();
+    let q = Duration::from_secs(2);
+    let client = nodes.client(q).await;
+    let first = Instant::now();
+    // Empty nodes cannot tell "brand new" from "restarted empty": none votes yet.
+    let err = client.lock("new").await.unwrap_err();
+    assert!(quorum_unavailable(&err), "{err}");
+    assert!(err.to_string().contains("quarantine"), "{err}");
+    let guard = loop {
+        match client.lock("new").await {
+            Ok(guard) => break guard,
+            Err(err) => assert!(quorum_unavailable(&err), "{err}"),
+        }
+        assert!(
+            first.elapsed() < q + Duration::from_secs(5),
+            "never granted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The markers were set by the first attempt, after `first`; the clocks are one machine's.
+    assert!(
+        first.elapsed() >= q - Duration::from_millis(50),
+        "granted after {:?}",
+        first.elapsed()
+    );
+    assert!(guard.is_held());
+}
+
+/// Acquire, check and release leases of one second with node 0 frozen; then hold one across
+/// several renewals.
+async fn one_second_leases_with_node_0_frozen(nodes: &Nodes, client: &LockClient) {
+    let lease = Duration::from_secs(1);
+    for i in 0..5 {
+        let key = format!("k{i}");
+        let started = Instant::now();
+        let guard = client.lock(key.as_str()).ttl(lease).await.unwrap();
+        let took = started.elapsed();
+        // A tenth of the lease at most for the frozen node; the healthy ones answer at once.
+        assert!(took < Duration::from_millis(500), "acquire took {took:?}");
+        assert!(guard.is_held());
+        for server in &nodes.0[1..] {
+            let value: String = server.cmd(&["GET", &format!("distlock:{key}")]);
+            assert!(value.starts_with('H'), "{value}");
+        }
+        let started = Instant::now();
+        guard.release().await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "release took {took:?}");
+        for server in &nodes.0[1..] {
+            let value: Option<String> = server.cmd(&["GET", &format!("distlock:{key}")]);
+            assert!(
+                value.as_deref().is_none_or(|v| v.starts_with('T')),
+                "{value:?}"
+            );
+        }
+    }
+    // Renewals (every third of the lease) do not wait for the frozen node either.
+    let guard = client.lock("kept").ttl(lease).await.unwrap();
+    let lost = tokio::time::timeout(lease * 3, guard.lost()).await;
+    assert!(lost.is_err(), "lost while two of three nodes are healthy");
+    assert!(guard.is_held());
+    // Each node derives its own fence; the guard carries the largest of the granting ones.
+    let info = client.inspect("kept").await.unwrap().expect("held");
+    assert!(info.fencing_token <= guard.fencing_token());
+    assert_eq!(info.pid, Some(std::process::id()));
+}
+
+#[tokio::test]
+async fn a_node_frozen_before_the_client_connects_costs_a_fraction_of_the_lease() {
+    let nodes = Nodes::start();
+    nodes.0[0].pause();
+    let started = Instant::now();
+    let client = nodes.default_client().await;
+    // At most the command timeout (2 s) for the frozen node, in parallel with the others.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "connecting took {took:?}");
+    one_second_leases_with_node_0_frozen(&nodes, &client).await;
+}
+
+#[tokio::test]
+async fn a_node_frozen_while_connected_costs_a_fraction_of_the_lease() {
+    let nodes = Nodes::start();
+    let client = nodes.default_client().await;
+    client
+        .lock("warmup")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    nodes.0[0].pause();
+    one_second_leases_with_node_0_frozen(&nodes, &client).await;
 }

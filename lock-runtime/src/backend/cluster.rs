@@ -2,30 +2,42 @@
 //! MOVED/ASK redirections (resharding included); release notices go out on sharded channels
 //! (`SPUBLISH` / `SSUBSCRIBE`) on the node owning the slot, never broadcast; the watchdog's
 //! renewals are batched per slot (a script may only touch keys of one slot).
+//!
+//! When a slot moves, its node drops the sharded subscriptions of the slot's channels (an
+//! `sunsubscribe` push); the subscriber subscribes each waited channel again, which the client
+//! routes to the slot's new owner, and wakes its waiters so they retry at once.
+//!
+//! Replication to the slot's replicas is asynchronous. With
+//! [`cluster_wait_replicas`](crate::LockClientBuilder::cluster_wait_replicas) an acquire is
+//! followed by `WAIT` on the slot's primary and only succeeds once enough replicas have the
+//! lock; otherwise it is released again and fails.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{ProtocolVersion, PushKind};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::Notify;
 
-use super::notices::{Notices, Subscriber};
+use super::notices::{Event, Notices, Subscriber};
 use super::redis::{acquire_on, inspect_on, leave_on, parse_attempt, release_on, renew_on};
-use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups};
-use crate::LockError;
+use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups, millis};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
+use crate::{BackendErrorKind, LockError};
 
 pub(crate) struct ClusterBackend {
     conn: ClusterConnection,
     urls: Vec<String>,
     command_timeout: Duration,
-    notices: tokio::sync::Mutex<Option<Arc<Notices>>>,
+    wait_replicas: Option<(usize, Duration)>,
+    notices: OnceLock<Arc<Notices>>,
 }
 
 impl std::fmt::Debug for ClusterBackend {
@@ -53,7 +65,7 @@ fn client(
                 .map(|u| redact_url(u))
                 .collect::<Vec<_>>()
                 .join(", "),
-            reason: e.to_string(),
+            reason: crate::key::url_error_reason(&e),
         })
 }
 
@@ -61,6 +73,7 @@ impl ClusterBackend {
     pub(crate) async fn connect(
         urls: &[String],
         command_timeout: Duration,
+        wait_replicas: Option<(usize, Duration)>,
     ) -> Result<Self, LockError> {
         if urls.is_empty() {
             return Err(LockError::InvalidUrl {
@@ -76,13 +89,74 @@ impl ClusterBackend {
             conn,
             urls: urls.to_vec(),
             command_timeout,
-            notices: tokio::sync::Mutex::new(None),
+            wait_replicas,
+            notices: OnceLock::new(),
         })
     }
 
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
-        parse_attempt(&reply, args.user_key)
+        let attempt = parse_attempt(&reply, args.user_key)?;
+        let (Attempt::Acquired { .. }, Some((replicas, timeout))) = (&attempt, self.wait_replicas)
+        else {
+            return Ok(attempt);
+        };
+        let acked = self.wait_replicas(args.key, replicas, timeout).await;
+        if let Ok(acked) = acked
+            && acked >= replicas
+        {
+            return Ok(attempt);
+        }
+        // Not (known to be) replicated: give it back rather than hold a lock that a failover
+        // can lose. A failed release is retried in the background by the caller (the acquire
+        // fails either way).
+        if let Err(err) = release_on(
+            &mut self.conn.clone(),
+            args.key,
+            args.token,
+            Some("SPUBLISH"),
+        )
+        .await
+        {
+            tracing::debug!(%err, "releasing an unacknowledged lock failed");
+        }
+        Err(match acked {
+            Ok(acked) => LockError::backend(
+                BackendErrorKind::Timeout,
+                format!(
+                    "only {acked} of {replicas} replicas of the slot's primary acknowledged the lock on `{}` within {timeout:?}; released",
+                    args.user_key
+                ),
+            ),
+            Err(err) => err,
+        })
+    }
+
+    /// `WAIT replicas timeout` on the primary owning `key`'s slot, over the connection that
+    /// carried the acquire: how many of its replicas acknowledged the writes made so far.
+    async fn wait_replicas(
+        &self,
+        key: &str,
+        replicas: usize,
+        timeout: Duration,
+    ) -> Result<usize, LockError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(millis(timeout));
+        let primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_key(key, SlotAddr::Master),
+        ));
+        let reply = self
+            .conn
+            .clone()
+            .route_command(wait, primary)
+            .await
+            .map_err(LockError::from_redis)?;
+        redis::from_redis_value::<usize>(reply).map_err(|e| {
+            LockError::backend(
+                BackendErrorKind::Server,
+                format!("WAIT answered something other than a count: {e}"),
+            )
+        })
     }
 
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
@@ -131,50 +205,58 @@ impl ClusterBackend {
     }
 
     pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
-        self.notices(waiter)
-            .await?
-            .wakeups(key, None::<Arc<Notify>>)
-            .await
+        self.notices(waiter).wakeups(key, None::<Arc<Notify>>).await
     }
 
-    /// A RESP3 cluster connection whose pushes carry the sharded release notices.
-    async fn notices(&self, waiter: &str) -> Result<Arc<Notices>, LockError> {
-        let mut slot = self.notices.lock().await;
-        if let Some(n) = slot.as_ref().filter(|n| n.is_alive()) {
-            return Ok(n.clone());
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let conn = client(&self.urls, self.command_timeout, |b| {
-            b.use_protocol(ProtocolVersion::RESP3).push_sender(tx)
-        })?
-        .get_async_connection()
-        .await
-        .map_err(LockError::from_redis)?;
-        let notices = Notices::new(Subscriber::Sharded(conn), waiter);
-        let weak = Arc::downgrade(&notices);
-        tokio::spawn(async move {
-            while let Some(push) = rx.recv().await {
-                let Some(notices) = weak.upgrade() else {
-                    return;
+    /// The shared release notices, over a RESP3 cluster connection of their own whose pushes
+    /// carry the sharded notices (made on first use, replaced when it dies or goes silent).
+    fn notices(&self, waiter: &str) -> Arc<Notices> {
+        self.notices
+            .get_or_init(|| {
+                let urls = self.urls.clone();
+                let timeout = self.command_timeout;
+                let connect = move || {
+                    let urls = urls.clone();
+                    Box::pin(async move {
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        let conn = client(&urls, timeout, |b| {
+                            b.use_protocol(ProtocolVersion::RESP3).push_sender(tx)
+                        })?
+                        .get_async_connection()
+                        .await
+                        .map_err(LockError::from_redis)?;
+                        let pushes = futures_util::stream::unfold(rx, |mut rx| async move {
+                            rx.recv().await.map(|push| (push, rx))
+                        });
+                        let events = pushes
+                            .filter_map(|push| std::future::ready(event(push)))
+                            .boxed();
+                        Ok((Subscriber::Sharded(conn), events))
+                    }) as _
                 };
-                if push.kind != PushKind::SMessage {
-                    continue;
-                }
-                let text = |i: usize| {
-                    push.data
-                        .get(i)
-                        .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
-                };
-                if let (Some(channel), Some(payload)) = (text(0), text(1)) {
-                    notices.deliver(&String::from_utf8_lossy(&channel), &payload);
-                }
-            }
-            if let Some(notices) = weak.upgrade() {
-                notices.died();
-            }
-        });
-        *slot = Some(notices.clone());
-        Ok(notices)
+                Notices::new(Box::new(connect), waiter, self.command_timeout)
+            })
+            .clone()
+    }
+}
+
+/// What a push from the cluster connection means for the waiters.
+fn event(push: PushInfo) -> Option<Event> {
+    let text = |i: usize| {
+        push.data
+            .get(i)
+            .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
+    };
+    match push.kind {
+        PushKind::SMessage => Some(Event::Notice {
+            channel: String::from_utf8_lossy(&text(0)?).into_owned(),
+            payload: text(1)?,
+        }),
+        PushKind::SUnsubscribe => Some(Event::Dropped {
+            channel: String::from_utf8_lossy(&text(0)?).into_owned(),
+        }),
+        PushKind::Disconnection => Some(Event::Interrupted),
+        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 use tokio::sync::Notify;
 
-use super::notices::{Notices, Subscriber};
+use super::notices::{Event, Notices, Subscriber};
 use super::{AcquireArgs, Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
 use crate::info::LockInfo;
 use crate::key::redact_url;
@@ -73,7 +73,8 @@ pub(crate) struct RedisBackend {
     client: redis::Client,
     conn: ConnectionManager,
     url: String,
-    notices: tokio::sync::Mutex<Option<Arc<Notices>>>,
+    command_timeout: Duration,
+    notices: OnceLock<Arc<Notices>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -113,7 +114,7 @@ impl RedisBackend {
         }
         let client = redis::Client::open(url).map_err(|e| LockError::InvalidUrl {
             url: redacted.clone(),
-            reason: e.to_string().replace(url, &redacted),
+            reason: crate::key::url_error_reason(&e),
         })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(command_timeout))
@@ -130,7 +131,8 @@ impl RedisBackend {
             client,
             conn,
             url: redacted,
-            notices: tokio::sync::Mutex::new(None),
+            command_timeout,
+            notices: OnceLock::new(),
         })
     }
 
@@ -147,6 +149,11 @@ impl RedisBackend {
             Err(err) if err.is_connection_dropped() => op(self.conn.clone()).await,
             answer => answer,
         }
+    }
+
+    /// The server's URL, password redacted.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
@@ -217,42 +224,48 @@ impl RedisBackend {
             .await
     }
 
+    /// Wake-ups for `key` (also on `shared`, for Redlock), once subscribed. Fails at once
+    /// while the subscriber connection is being (re)made, and within the command timeout
+    /// otherwise; see [`Notices`].
     pub(crate) async fn subscribe(
         &self,
         key: &str,
         waiter: &str,
         shared: Option<Arc<Notify>>,
     ) -> Result<Wakeups, LockError> {
-        self.notices(waiter).await?.wakeups(key, shared).await
+        self.notices(waiter)
+            .wakeups(key, shared)
+            .await
+            .map_err(|e| with_url(e, &self.url))
     }
 
-    /// The shared pub/sub connection, opened on first use and again after it died.
-    async fn notices(&self, waiter: &str) -> Result<Arc<Notices>, LockError> {
-        let mut slot = self.notices.lock().await;
-        if let Some(n) = slot.as_ref().filter(|n| n.is_alive()) {
-            return Ok(n.clone());
-        }
-        let pubsub = self
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| with_url(LockError::from_redis(e), &self.url))?;
-        let (sink, mut stream) = pubsub.split();
-        let notices = Notices::new(Subscriber::Plain(sink), waiter);
-        let weak = Arc::downgrade(&notices);
-        tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                let Some(notices) = weak.upgrade() else {
-                    return;
+    /// The shared release notices, over a pub/sub connection of their own (made on first use,
+    /// replaced when it dies or goes silent).
+    fn notices(&self, waiter: &str) -> Arc<Notices> {
+        self.notices
+            .get_or_init(|| {
+                let client = self.client.clone();
+                let url = self.url.clone();
+                let connect = move || {
+                    let (client, url) = (client.clone(), url.clone());
+                    Box::pin(async move {
+                        let pubsub = client
+                            .get_async_pubsub()
+                            .await
+                            .map_err(|e| with_url(LockError::from_redis(e), &url))?;
+                        let (sink, stream) = pubsub.split();
+                        let events = stream
+                            .map(|msg| Event::Notice {
+                                channel: msg.get_channel_name().to_owned(),
+                                payload: msg.get_payload_bytes().to_vec(),
+                            })
+                            .boxed();
+                        Ok((Subscriber::Plain(sink), events))
+                    }) as _
                 };
-                notices.deliver(msg.get_channel_name(), msg.get_payload_bytes());
-            }
-            if let Some(notices) = weak.upgrade() {
-                notices.died();
-            }
-        });
-        *slot = Some(notices.clone());
-        Ok(notices)
+                Notices::new(Box::new(connect), waiter, self.command_timeout)
+            })
+            .clone()
     }
 }
 

@@ -1,43 +1,63 @@
 //! Redlock: one lock over N independent Redis primaries, held when a majority grants it.
 //!
-//! Acquire asks every node at once with the same token; the lock is held when a majority
-//! granted it and the answers came back within the lease (less drift, checked by the caller).
-//! Otherwise the nodes that did grant it are released again, and the caller learns whether
-//! the key was busy or too few nodes answered (a distinct error). Release goes to all nodes,
-//! renewal too (held while a majority renews).
+//! Acquire asks every node at once with the same token; the lock is held when a majority of
+//! *voting* nodes (below) granted it and the answers came back within the lease (less drift,
+//! checked by the caller). Otherwise the nodes that did grant it are released again, and the
+//! caller learns whether the key was busy or too few nodes could vote (a distinct error).
+//! Release goes to all nodes, renewal too (held while a majority renews).
 //!
-//! A node that lost its data (restarted without persistence, flushed) while others kept theirs
-//! could grant a lock that is still held elsewhere. Every node therefore carries a boot marker
-//! (set by the first acquire that finds it missing); a node whose marker is much younger than
-//! the others' does not count until it has kept its data for the quarantine period (the
-//! longest lease in use), by when every lock it forgot has expired anyway.
+//! # Slow nodes
+//!
+//! Every node is asked on a task of its own, so a frozen or unreachable node never holds up
+//! the others. A node may take at most `min(command timeout, lease / 10)` to answer an
+//! acquire or a renewal, so a slow minority costs at most a tenth of the lease and the lease
+//! stays trustworthy. An acquire returns as soon as a majority of voting nodes granted it; one
+//! that fails waits (at most that long) for the other nodes to answer and be given back, and
+//! a node that answers later still is released in the background, after its acquire on the
+//! same connection. Release and inspect return as soon as a majority agrees and give up on a
+//! silent node after the command timeout. Connecting at startup waits at most the command
+//! timeout per node (in parallel); a node not reachable by then is connected on use.
+//!
+//! # Nodes that lost their data
+//!
+//! A node that lost its data (restarted without persistence, flushed) could grant a lock that
+//! is still held elsewhere. Every node therefore carries a boot marker, set by the first
+//! acquire that finds it missing, and a node *votes* only once its marker is at least the
+//! quarantine (the longest lease in use) old, measured on that node's own clock. By then every
+//! lock it may have forgotten has expired. What the other nodes say does not matter: a node
+//! that cannot vouch for its own past does not count, even if all nodes restarted together.
+//!
+//! An empty node cannot tell "brand new" from "restarted": so a brand-new deployment (or one
+//! where every node restarted empty) grants no lock until one quarantine after its nodes were
+//! first used. Acquires meanwhile fail with the quorum-unavailable error, not as busy. The
+//! marker is kept per key prefix (`<prefix>__boot`), so a prefix used for the first time on
+//! running nodes waits one quarantine too.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
-use tokio::sync::Notify;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
 use crate::info::LockInfo;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError};
 
-/// Nodes whose boot markers were set within this long of the oldest one started together
-/// (a fresh deployment): they all count. A quarter of the quarantine, at most 10 s.
-fn started_together(quarantine: Duration) -> Duration {
-    (quarantine / 4).min(Duration::from_secs(10))
-}
-
 #[derive(Debug)]
 pub(crate) struct RedlockBackend {
-    nodes: Vec<RedisBackend>,
-    boot_key: String,
+    nodes: Vec<Arc<RedisBackend>>,
+    boot_key: Arc<str>,
     quarantine: Duration,
+    command_timeout: Duration,
 }
 
 impl RedlockBackend {
-    /// Connects to every node; needs a majority reachable now (the rest connect later).
+    /// Connects to every node (each for at most the command timeout, in parallel); needs a
+    /// majority reachable now (the rest connect on use).
     pub(crate) async fn connect(
         urls: &[String],
         command_timeout: Duration,
@@ -50,33 +70,42 @@ impl RedlockBackend {
                 reason: "Redlock needs at least one node URL (three or more independent primaries in practice)".into(),
             });
         }
-        let attempts = join_all(
-            urls.iter()
-                .map(|u| RedisBackend::connect(u, command_timeout)),
-        )
+        let attempts = join_all(urls.iter().map(|u| {
+            tokio::time::timeout(command_timeout, RedisBackend::connect(u, command_timeout))
+        }))
         .await;
         let quorum = urls.len() / 2 + 1;
-        let reachable = attempts.iter().filter(|a| a.is_ok()).count();
+        let mut reachable = 0;
         let mut nodes = Vec::with_capacity(urls.len());
         let mut first_error = None;
         for (url, attempt) in urls.iter().zip(attempts) {
-            match attempt {
-                Ok(node) => nodes.push(node),
-                Err(
+            let err = match attempt {
+                Ok(Ok(node)) => {
+                    reachable += 1;
+                    nodes.push(Arc::new(node));
+                    continue;
+                }
+                Ok(Err(
                     err @ (LockError::InvalidUrl { .. }
                     | LockError::Backend {
                         kind: BackendErrorKind::Auth,
                         ..
                     }),
-                ) => {
-                    return Err(err);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "Redlock node unreachable at startup; will retry on use");
-                    first_error.get_or_insert(err);
-                    nodes.push(RedisBackend::connect_lazy(url, command_timeout).await?);
-                }
-            }
+                )) => return Err(err),
+                Ok(Err(err)) => err,
+                Err(_) => LockError::backend(
+                    BackendErrorKind::Timeout,
+                    format!(
+                        "no connection within {command_timeout:?} (at {})",
+                        crate::key::redact_url(url)
+                    ),
+                ),
+            };
+            tracing::warn!(%err, "Redlock node unreachable at startup; will retry on use");
+            first_error.get_or_insert(err);
+            nodes.push(Arc::new(
+                RedisBackend::connect_lazy(url, command_timeout).await?,
+            ));
         }
         if reachable < quorum {
             let detail = first_error.map(|e| e.to_string()).unwrap_or_default();
@@ -90,8 +119,9 @@ impl RedlockBackend {
         }
         Ok(Self {
             nodes,
-            boot_key: format!("{prefix}__boot"),
+            boot_key: Arc::from(format!("{prefix}__boot")),
             quarantine,
+            command_timeout,
         })
     }
 
@@ -99,79 +129,112 @@ impl RedlockBackend {
         self.nodes.len() / 2 + 1
     }
 
+    /// How long one node may take to answer an acquire or renewal of a `ttl` lease.
+    fn node_timeout(&self, ttl: Duration) -> Duration {
+        (ttl / 10).min(self.command_timeout)
+    }
+
+    /// Whether a node whose boot marker says `boot` and whose clock says `now` (both its own,
+    /// in microseconds) has kept its data for the quarantine.
+    fn votes(&self, boot: u64, now: u64) -> bool {
+        now.saturating_sub(boot) >= micros(self.quarantine)
+    }
+
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
-        let (key, token) = (args.key, args.token);
-        let answers = join_all(
-            self.nodes
-                .iter()
-                .map(|node| node.acquire_with_boot(args, &self.boot_key)),
-        )
-        .await;
-        // How long each answering node has kept its data.
-        let ages: Vec<Option<u64>> = answers
+        let n = self.nodes.len();
+        let quorum = self.quorum();
+        let per_node = self.node_timeout(args.ttl);
+        let request = Arc::new(OwnedAcquire::from(args));
+        let (verdict_tx, verdict_rx) = watch::channel(Verdict::Pending);
+        let verdict = VerdictOnDrop(verdict_tx);
+        let (answers_tx, mut answers) = mpsc::unbounded_channel();
+        let mut tasks: Vec<JoinHandle<()>> = self
+            .nodes
             .iter()
-            .map(|a| {
-                a.as_ref()
-                    .ok()
-                    .map(|(_, boot, now)| now.saturating_sub(*boot))
+            .enumerate()
+            .map(|(i, node)| {
+                tokio::spawn(acquire_on_node(NodeAcquire {
+                    index: i,
+                    node: node.clone(),
+                    boot_key: self.boot_key.clone(),
+                    request: request.clone(),
+                    answer_within: per_node,
+                    release_within: self.command_timeout,
+                    answers: answers_tx.clone(),
+                    verdict: verdict_rx.clone(),
+                }))
             })
             .collect();
-        let oldest = ages.iter().flatten().copied().max().unwrap_or(0);
-        let counts = |age: u64| {
-            age >= micros(self.quarantine)
-                || oldest - age <= micros(started_together(self.quarantine))
-        };
+        drop(answers_tx);
 
-        let mut granted = Vec::new();
+        let (mut votes, mut not_voting, mut failed, mut answered) = (0, 0, 0, 0);
         let mut fence = 0;
         let mut busy: Option<Option<Duration>> = None;
-        let mut unavailable = 0;
         let mut first_error = None;
-        for (i, (answer, age)) in answers.into_iter().zip(&ages).enumerate() {
+        while let Some((i, answer)) = answers.recv().await {
+            answered += 1;
             match answer {
-                Ok((Attempt::Acquired { fence: f }, _, _)) => {
-                    granted.push(i);
-                    if age.is_some_and(counts) {
+                Some(Ok((Attempt::Acquired { fence: f }, boot, now))) => {
+                    if self.votes(boot, now) {
+                        votes += 1;
                         fence = fence.max(f);
                     } else {
-                        unavailable += 1;
+                        not_voting += 1;
                     }
                 }
-                Ok((Attempt::Busy { pttl }, _, _)) => {
+                Some(Ok((Attempt::Busy { .. }, boot, now))) if !self.votes(boot, now) => {
+                    not_voting += 1; // what it holds may postdate its restart: no vote
+                }
+                Some(Ok((Attempt::Busy { pttl }, _, _))) => {
                     let shortest = match (busy.flatten(), pttl) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
                     busy = Some(shortest);
                 }
-                Err(err @ LockError::KeyConflict { .. }) => {
-                    self.undo(&granted, key, token).await;
+                Some(Err(err @ LockError::KeyConflict { .. })) => {
+                    give_back(verdict, &mut tasks, per_node).await;
                     return Err(err);
                 }
-                Err(err) => {
-                    unavailable += 1;
+                Some(Err(err)) => {
+                    failed += 1;
                     first_error.get_or_insert(err);
                 }
+                None => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| {
+                        LockError::backend(
+                            BackendErrorKind::Timeout,
+                            format!("no answer within {per_node:?} (at {})", self.nodes[i].url()),
+                        )
+                    });
+                }
+            }
+            if votes >= quorum {
+                verdict.keep();
+                return Ok(Attempt::Acquired { fence });
+            }
+            if votes + (n - answered) < quorum {
+                break; // the nodes still silent cannot make a majority any more
             }
         }
-        let counted = granted.len()
-            - granted
-                .iter()
-                .filter(|&&i| !ages[i].is_some_and(counts))
-                .count();
-        if counted >= self.quorum() {
-            return Ok(Attempt::Acquired { fence });
-        }
-        self.undo(&granted, key, token).await;
-        if unavailable > self.nodes.len() - self.quorum() {
-            let detail = first_error.map(|e| format!(" ({e})")).unwrap_or_default();
+        give_back(verdict, &mut tasks, per_node).await;
+        if not_voting + failed > n - quorum {
+            let mut detail = String::new();
+            if not_voting > 0 {
+                detail.push_str(&format!(
+                    "; {not_voting} kept their data for less than the quarantine ({:?})",
+                    self.quarantine
+                ));
+            }
+            if let Some(err) = first_error {
+                detail.push_str(&format!("; {err}"));
+            }
             return Err(LockError::backend(
                 BackendErrorKind::Connection,
                 format!(
-                    "Redlock quorum unavailable: {} of {} nodes could vote, {} needed{detail}",
-                    self.nodes.len() - unavailable,
-                    self.nodes.len(),
-                    self.quorum()
+                    "Redlock quorum unavailable: {} of {n} nodes could vote, {quorum} needed{detail}",
+                    n - not_voting - failed
                 ),
             ));
         }
@@ -180,42 +243,60 @@ impl RedlockBackend {
         })
     }
 
-    /// Gives back a partial acquisition.
-    async fn undo(&self, granted: &[usize], key: &str, token: &Token) {
-        join_all(granted.iter().map(|&i| self.nodes[i].release(key, token))).await;
-    }
-
+    /// Released when a majority released it; the nodes still silent are left to finish in the
+    /// background (each within the command timeout).
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
-        let answers = join_all(self.nodes.iter().map(|n| n.release(key, token))).await;
-        let released = answers
-            .iter()
-            .filter(|a| matches!(a, Ok(Release::Released | Release::Notified)))
-            .count();
-        if released >= self.quorum() {
-            let notified = answers.iter().any(|a| matches!(a, Ok(Release::Notified)));
-            return Ok(if notified {
-                Release::Notified
-            } else {
-                Release::Released
-            });
+        let n = self.nodes.len();
+        let quorum = self.quorum();
+        let mut answers = self.on_every_node(|node, timeout| {
+            let (key, token) = (key.to_owned(), token.clone());
+            async move { within(timeout, &node, node.release(&key, &token)).await }
+        });
+        let (mut released, mut not_held, mut notified) = (0, 0, false);
+        let mut first_error = None;
+        while let Some(answer) = answers.recv().await {
+            match answer {
+                Ok(Release::Released) => released += 1,
+                Ok(Release::Notified) => {
+                    released += 1;
+                    notified = true;
+                }
+                Ok(Release::NotHeld) => not_held += 1,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+            if released >= quorum {
+                return Ok(if notified {
+                    Release::Notified
+                } else {
+                    Release::Released
+                });
+            }
+            if not_held > n - quorum {
+                return Ok(Release::NotHeld);
+            }
         }
-        let not_held = answers
-            .iter()
-            .filter(|a| matches!(a, Ok(Release::NotHeld)))
-            .count();
-        if not_held > self.nodes.len() - self.quorum() {
-            return Ok(Release::NotHeld);
-        }
-        match answers.into_iter().find_map(Result::err) {
+        match first_error {
             Some(err) => Err(err),
             None => Ok(Release::NotHeld),
         }
     }
 
     /// Per lease: held when a majority renewed it, lost when a majority says another token
-    /// (or none) holds it, unknown otherwise (retried until the deadline).
+    /// (or none) holds it, unknown otherwise (retried until the deadline). A node gets at most
+    /// a tenth of the shortest lease in the batch to answer.
     pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Vec<Option<bool>> {
-        let answers = join_all(self.nodes.iter().map(|n| n.renew(batch))).await;
+        let Some(shortest) = batch.iter().map(|r| r.ttl).min() else {
+            return Vec::new();
+        };
+        let per_node = self.node_timeout(shortest);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|n| within(per_node, n, n.renew(batch))),
+        )
+        .await;
         (0..batch.len())
             .map(|i| {
                 let yes = answers
@@ -237,14 +318,25 @@ impl RedlockBackend {
             .collect()
     }
 
-    /// The holder as the first node that knows one says.
+    /// The holder as the first node that knows one says; nobody once a majority knows none
+    /// (a lock needs a majority). A silent node is given up after the command timeout.
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        let answers = join_all(self.nodes.iter().map(|n| n.inspect(key))).await;
+        let mut answers: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .map(|n| within(self.command_timeout, n, n.inspect(key)))
+            .collect();
+        let mut nobody = 0;
         let mut first_error = None;
-        for answer in answers {
+        while let Some(answer) = answers.next().await {
             match answer {
                 Ok(Some(info)) => return Ok(Some(info)),
-                Ok(None) => {}
+                Ok(None) => {
+                    nobody += 1;
+                    if nobody > self.nodes.len() - self.quorum() {
+                        return Ok(None);
+                    }
+                }
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -256,23 +348,205 @@ impl RedlockBackend {
         }
     }
 
-    /// Release notices from every node, on one shared wake-up.
+    /// Release notices from every node, on one shared wake-up. Returns once a majority of
+    /// nodes subscribed (a lock held on a majority then publishes its release on at least one
+    /// of them), or every node answered and at least one subscribed; a late node joins in the
+    /// background.
     pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
         let notify = Arc::new(Notify::new());
-        let subscriptions = join_all(
-            self.nodes
-                .iter()
-                .map(|n| n.subscribe(key, waiter, Some(notify.clone()))),
-        )
-        .await;
-        let live: Vec<Wakeups> = subscriptions.into_iter().filter_map(Result::ok).collect();
-        if live.is_empty() {
+        let live: Arc<Mutex<Vec<Wakeups>>> = Arc::default();
+        let mut answers = self.on_every_node(|node, _| {
+            let (key, waiter, notify) = (key.to_owned(), waiter.to_owned(), notify.clone());
+            let live = Arc::downgrade(&live);
+            async move {
+                let wakeups = node.subscribe(&key, &waiter, Some(notify)).await?;
+                if let Some(live) = live.upgrade() {
+                    live.lock().unwrap_or_else(|p| p.into_inner()).push(wakeups);
+                }
+                Ok::<(), LockError>(())
+            }
+        });
+        let (mut subscribed, mut first_error) = (0, None);
+        while let Some(answer) = answers.recv().await {
+            match answer {
+                Ok(()) => subscribed += 1,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+            if subscribed >= self.quorum() {
+                break;
+            }
+        }
+        if subscribed == 0 {
+            let detail = first_error.map(|e| format!(": {e}")).unwrap_or_default();
             return Err(LockError::backend(
                 BackendErrorKind::Connection,
-                "no Redlock node accepted a subscription",
+                format!("no Redlock node accepted a subscription{detail}"),
             ));
         }
         Ok(Wakeups::new(notify, live))
+    }
+
+    /// Runs `op` on every node, each on a task of its own (so that it finishes even when the
+    /// caller stops listening); the answers in the order they come.
+    fn on_every_node<T, F, Fut>(&self, op: F) -> mpsc::UnboundedReceiver<Result<T, LockError>>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<RedisBackend>, Duration) -> Fut,
+        Fut: Future<Output = Result<T, LockError>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for node in &self.nodes {
+            let answer = op(node.clone(), self.command_timeout);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(answer.await);
+            });
+        }
+        rx
+    }
+}
+
+/// `op` on `node`, or a timeout error after `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    node: &RedisBackend,
+    op: impl Future<Output = Result<T, LockError>>,
+) -> Result<T, LockError> {
+    tokio::time::timeout(timeout, op).await.unwrap_or_else(|_| {
+        Err(LockError::backend(
+            BackendErrorKind::Timeout,
+            format!("no answer within {timeout:?} (at {})", node.url()),
+        ))
+    })
+}
+
+/// An acquire's arguments, owned by the per-node tasks.
+struct OwnedAcquire {
+    key: String,
+    user_key: String,
+    token: Token,
+    owner: String,
+    ttl: Duration,
+    /// Whether the caller will wait (then a release publishes a notice for it).
+    waits: bool,
+}
+
+impl From<&AcquireArgs<'_>> for OwnedAcquire {
+    fn from(args: &AcquireArgs<'_>) -> Self {
+        Self {
+            key: args.key.to_owned(),
+            user_key: args.user_key.to_owned(),
+            token: args.token.clone(),
+            owner: args.owner.to_owned(),
+            ttl: args.ttl,
+            waits: args.waiter.is_some(),
+        }
+    }
+}
+
+impl OwnedAcquire {
+    fn args(&self) -> AcquireArgs<'_> {
+        AcquireArgs {
+            key: &self.key,
+            user_key: &self.user_key,
+            token: &self.token,
+            owner: &self.owner,
+            ttl: self.ttl,
+            // Redlock does not queue; a waiting caller only asks for notices.
+            waiter: self.waits.then_some("*"),
+        }
+    }
+}
+
+/// What became of an acquire: the per-node tasks release what they may have set unless the
+/// lock is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pending,
+    Keep,
+    GiveBack,
+}
+
+/// Gives back unless told to keep, also when the acquire is dropped half-way.
+struct VerdictOnDrop(watch::Sender<Verdict>);
+
+impl VerdictOnDrop {
+    fn keep(self) {
+        self.0.send_replace(Verdict::Keep);
+    }
+}
+
+impl Drop for VerdictOnDrop {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|v| {
+            let pending = *v == Verdict::Pending;
+            if pending {
+                *v = Verdict::GiveBack;
+            }
+            pending
+        });
+    }
+}
+
+/// Tells the per-node tasks to release, and waits (for at most `per_node`) for every node to
+/// have answered and, if it granted the lock, to have it released again: the nodes that answer
+/// in time are clean when the acquire returns; a silent one is released in the background.
+async fn give_back(verdict: VerdictOnDrop, tasks: &mut [JoinHandle<()>], per_node: Duration) {
+    drop(verdict);
+    let _ = tokio::time::timeout(per_node, join_all(tasks.iter_mut())).await;
+}
+
+type NodeAnswer = Option<Result<(Attempt, u64, u64), LockError>>;
+
+/// One node's part of an acquire.
+struct NodeAcquire {
+    index: usize,
+    node: Arc<RedisBackend>,
+    boot_key: Arc<str>,
+    request: Arc<OwnedAcquire>,
+    answer_within: Duration,
+    release_within: Duration,
+    answers: mpsc::UnboundedSender<(usize, NodeAnswer)>,
+    verdict: watch::Receiver<Verdict>,
+}
+
+/// Asks one node (`None`: no answer in time), reports the answer, and releases the node again
+/// if it may hold the lock and the acquire gave it back. The release follows the acquire on
+/// the same connection, so a late acquire cannot land after it.
+async fn acquire_on_node(mut task: NodeAcquire) {
+    let answer = tokio::time::timeout(
+        task.answer_within,
+        task.node
+            .acquire_with_boot(&task.request.args(), &task.boot_key),
+    )
+    .await
+    .ok();
+    let may_hold = !matches!(
+        answer,
+        Some(Ok((Attempt::Busy { .. }, _, _)) | Err(LockError::KeyConflict { .. }))
+    );
+    let _ = task.answers.send((task.index, answer));
+    if !may_hold {
+        return;
+    }
+    let give_back = task
+        .verdict
+        .wait_for(|v| *v != Verdict::Pending)
+        .await
+        .is_ok_and(|v| *v == Verdict::GiveBack);
+    if give_back {
+        let request = &task.request;
+        let released = within(
+            task.release_within,
+            &task.node,
+            task.node.release(&request.key, &request.token),
+        )
+        .await;
+        if let Err(err) = released {
+            tracing::debug!(%err, "giving back a Redlock node failed; the lease will run out");
+        }
     }
 }
 

@@ -294,7 +294,7 @@ async fn resolve(
         let asked = async {
             let client = redis::Client::open(url.as_str()).map_err(|e| LockError::InvalidUrl {
                 url: redact_url(url),
-                reason: e.to_string(),
+                reason: crate::key::url_error_reason(&e),
             })?;
             let mut conn = client
                 .get_multiplexed_async_connection()
