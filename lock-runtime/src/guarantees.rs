@@ -13,6 +13,39 @@
 //! | Redlock, N independent primaries | [`LockClientBuilder::redlock`](crate::LockClientBuilder::redlock) | at most one holder per key as long as a majority of nodes is up and keeps its data | survives a minority of nodes down or frozen: a slow node costs an acquire or renewal at most `min(command timeout, lease / 10)`, and none at all once a majority has answered. A node votes only once its data is at least the quarantine (your longest lease) old, measured by the boot marker on its own clock — whatever the other nodes say, so nodes that restarted empty cannot vouch for each other. An empty node cannot tell "brand new" from "restarted", so a brand-new deployment grants no lock during its first quarantine ("quorum unavailable"). Safety still rests on bounded clock drift (also of each node's clock against the quarantine) and bounded pauses (below). Fencing tokens are the granting nodes' server clocks, so they only increase as long as those clocks agree to better than the time between two holders. |
 //! | in process | [`LockClient::memory`](crate::LockClient::memory) | exact, within one process | nothing outlives the process |
 //!
+//! # The bound every holder keeps
+//!
+//! A guard believes it holds its lock from the moment the acquire returns until
+//! [`LockGuard::lost`](crate::LockGuard::lost) fires, [`LockGuard::is_held`](crate::LockGuard::is_held)
+//! turns false, or it is released. That belief ends at the guard's *deadline*, and the
+//! deadline never exceeds what the server can have granted:
+//!
+//! - it is measured from *before* the command that set the lease was sent (acquire, renewal
+//!   or [`extend`](crate::LockGuard::extend)), minus a drift margin of `ttl / 100 + 2 ms`, so
+//!   it ends before the server's TTL does when the two clocks run at the same rate;
+//! - commands on one lease never race: an extension waits for a renewal in flight, so the last
+//!   answered command is the one the server applied; `extend` to a shorter lease moves the
+//!   deadline earlier, and an extension or renewal whose answer is lost (an error, a timeout, a
+//!   dropped future) can only move it earlier, never later;
+//! - a renewal that finds another token, or none, ends the belief at once;
+//! - the watchdog runs on a thread of the library's own, so it keeps renewing (and checking
+//!   deadlines) whichever runtime took the lock, also after that runtime is gone.
+//!
+//! So on a deployment that keeps its data (and, on Redlock, with a majority of nodes that
+//! vote), the interval in which one guard believes it holds a key and the interval in which
+//! the next holder does overlap by at most the drift margin plus the time it takes this
+//! process to notice a passed deadline (a timer tick, plus scheduling delay on a loaded
+//! machine). `lost()` fires by the deadline at the latest: the holder is told through
+//! `lost()` (and `#[distributed_lock]` drops the body), before the server lets anyone else in.
+//! The randomized fault checker in the repository's `tests/` (`tests/tests/fuzz.rs`) records
+//! when every client believed it held each key and fails a run on any overlap larger than the
+//! drift margin plus 5 ms of scheduling slack and its polling interval, on a fenced write
+//! accepted out of order, on a wait that outlived its bound, and on a key leaked after the run.
+//!
+//! Where a deployment can lose data (a restart without persistence, a failover to a replica
+//! that missed the write, Redlock nodes restarted empty before the quarantine) the table above
+//! says what remains; fencing tokens (below) close what leases cannot.
+//!
 //! # What no lease can promise
 //!
 //! A holder can be paused for longer than its lease — a stop-the-world pause, a swapped-out
