@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Who holds a lock, as stored with it. From [`LockClient::inspect`].
+/// Who holds a lock, as stored with it. From [`LockClient::inspect`](crate::LockClient::inspect).
 ///
 /// # Examples
 ///
