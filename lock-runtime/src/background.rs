@@ -25,6 +25,32 @@ where
     }
 }
 
+/// Runs `future` to completion on the background runtime and waits for it here, so that the
+/// tasks it spawns (a connection's driver) live there, not on the caller's runtime. `None` if
+/// it could not finish there (no background runtime and no current one).
+pub(crate) async fn run<F>(future: F) -> Option<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    rx.await.ok()
+}
+
+/// Calls `f` inside the background runtime's context (what it spawns lives there).
+pub(crate) fn enter<R>(f: impl FnOnce() -> R) -> R {
+    match handle() {
+        Some(handle) => {
+            let _entered = handle.enter();
+            f()
+        }
+        None => f(),
+    }
+}
+
 fn handle() -> Option<Handle> {
     static HANDLE: OnceLock<Option<Handle>> = OnceLock::new();
     HANDLE

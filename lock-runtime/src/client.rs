@@ -376,7 +376,9 @@ impl LockClientBuilder {
 
     /// Redlock only: how long a node must have kept its data before it votes, so that every
     /// lock a node that lost its data (restarted without persistence, flushed) forgot has
-    /// expired first. Set it to your longest lease; default: the default TTL.
+    /// expired first. Set it to your longest lease; default: the default TTL. A lease
+    /// longer than the quarantine (a request's `ttl`, an `extend`) is refused with
+    /// [`LockError::InvalidDuration`]: it could be granted twice.
     ///
     /// Each node measures this on its own clock from the boot marker the first acquire wrote
     /// on it, whatever the other nodes say. An empty node cannot tell whether it is brand new
@@ -593,15 +595,14 @@ impl LockClientBuilder {
             Target::Url(url) => {
                 Backend::Redis(RedisBackend::connect(&url, self.command_timeout).await?)
             }
-            Target::Redlock(urls) => Backend::Redlock(
-                RedlockBackend::connect(
-                    &urls,
-                    self.command_timeout,
-                    &self.prefix,
-                    self.quarantine.unwrap_or(self.default_ttl),
+            Target::Redlock(urls) => {
+                let quarantine = self.quarantine.unwrap_or(self.default_ttl);
+                crate::key::validate_lease(self.default_ttl, Some(quarantine))?;
+                Backend::Redlock(
+                    RedlockBackend::connect(&urls, self.command_timeout, &self.prefix, quarantine)
+                        .await?,
                 )
-                .await?,
-            ),
+            }
             Target::Sentinel { master, sentinels } => Backend::Sentinel(
                 SentinelBackend::connect(
                     &master,

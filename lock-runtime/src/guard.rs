@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Release, Renewal};
-use crate::key::validate_ttl;
+use crate::key::validate_lease;
 use crate::lease::{CommandPermit, Lease, Outcome};
 use crate::state::ClientState;
 use crate::token::Token;
@@ -203,7 +203,7 @@ impl LockGuard {
     /// Cancel safe: a dropped call whose command may have landed counts as a failed one (the
     /// guard trusts the shorter of the old and the new lease).
     pub async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
-        validate_ttl("ttl", ttl)?;
+        validate_lease(ttl, self.client.backend().max_ttl())?;
         // Wait for a renewal in flight: commands on one lease never race.
         let permit = self.lease.command().await;
         if !self.lease.is_held() {

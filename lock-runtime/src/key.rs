@@ -66,6 +66,21 @@ pub(crate) fn validate_ttl(what: &'static str, ttl: Duration) -> Result<(), Lock
     }
 }
 
+/// Checks a lease against what the deployment can keep (`max`: Redlock's quarantine).
+pub(crate) fn validate_lease(ttl: Duration, max: Option<Duration>) -> Result<(), LockError> {
+    validate_ttl("ttl", ttl)?;
+    match max {
+        Some(max) if ttl > max => Err(LockError::InvalidDuration {
+            what: "ttl",
+            value: ttl,
+            reason: "a Redlock lease cannot be longer than the quarantine \
+                     (LockClientBuilder::redlock_quarantine, default: the default TTL): a node \
+                     restarted empty votes again after it",
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// What stands in for anything hidden.
 const HIDDEN: &str = "***";
 

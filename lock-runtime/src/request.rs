@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::backend::{AcquireArgs, Attempt, Backend};
 use crate::guard::release_in_background;
-use crate::key::{validate_key, validate_ttl};
+use crate::key::{validate_key, validate_lease};
 use crate::lease::Lease;
 use crate::state::ClientState;
 use crate::token::{Token, owner_info};
@@ -114,7 +114,7 @@ impl LockRequest {
         } = self;
         validate_key(&key)?;
         let ttl = ttl.unwrap_or(client.default_ttl());
-        validate_ttl("ttl", ttl)?;
+        validate_lease(ttl, client.backend().max_ttl())?;
         let deadline = Instant::now().checked_add(wait);
         let full_key = client.full_key(&key);
         let busy = |retry_after| LockError::Busy {

@@ -32,7 +32,12 @@ impl Rng {
 
 /// Acquires `key` on `b` (polling with short waits) and, the moment it is granted, asserts
 /// that `a` no longer believes it holds. Returns B's guard.
-async fn take_over_checking(a: &LockGuard, b: &LockClient, key: &str, within: Duration) -> LockGuard {
+async fn take_over_checking(
+    a: &LockGuard,
+    b: &LockClient,
+    key: &str,
+    within: Duration,
+) -> LockGuard {
     let started = Instant::now();
     loop {
         match b.lock(key).ttl(Duration::from_secs(5)).await {
@@ -137,14 +142,22 @@ async fn tiny_ttl_with_watchdog_over_a_slow_link() {
     for (i, latency) in [10u64, 30, 45, 60].into_iter().enumerate() {
         proxy.set_latency(Duration::ZERO);
         let key = format!("tiny{i}");
-        let a = match a_client.lock(key.as_str()).ttl(Duration::from_millis(100)).await {
+        let a = match a_client
+            .lock(key.as_str())
+            .ttl(Duration::from_millis(100))
+            .await
+        {
             Ok(a) => a,
             Err(e) => panic!("{e}"),
         };
         proxy.set_latency(Duration::from_millis(latency));
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(1500) {
-            if let Ok(g) = b_client.lock(key.as_str()).ttl(Duration::from_secs(5)).await {
+            if let Ok(g) = b_client
+                .lock(key.as_str())
+                .ttl(Duration::from_secs(5))
+                .await
+            {
                 assert!(
                     !a.is_held(),
                     "latency {latency}ms: B acquired while A reports is_held()"
@@ -188,7 +201,11 @@ async fn debug_sleep_past_the_lease() {
     // Nobody took it over: A must then still truly hold it.
     let info = b_client.inspect("sleepy").await.unwrap();
     eprintln!("A is_held={} info={info:?}", a.is_held());
-    assert!(a.is_held() && info.is_some(), "the key is held by nobody's live guard? is_held={} info={info:?}", a.is_held());
+    assert!(
+        a.is_held() && info.is_some(),
+        "the key is held by nobody's live guard? is_held={} info={info:?}",
+        a.is_held()
+    );
 }
 
 /// Fences for one key strictly increase through release, expiry, FLUSHALL, SCRIPT FLUSH,
@@ -201,14 +218,23 @@ async fn fences_strictly_increase_through_everything() {
     let mut fences = Vec::new();
     let take = |f: u64, what: &str, fences: &mut Vec<u64>| {
         if let Some(&last) = fences.last() {
-            assert!(f > last, "fence {f} after {what} is not above {last}: {fences:?}");
+            assert!(
+                f > last,
+                "fence {f} after {what} is not above {last}: {fences:?}"
+            );
         }
         fences.push(f);
     };
     for round in 0..40 {
         let c = if round % 2 == 0 { &c1 } else { &c2 };
         let g = loop {
-            match c.lock("fence").ttl(Duration::from_millis(150)).watchdog(false).wait(Duration::from_secs(2)).await {
+            match c
+                .lock("fence")
+                .ttl(Duration::from_millis(150))
+                .watchdog(false)
+                .wait(Duration::from_secs(2))
+                .await
+            {
                 Ok(g) => break g,
                 Err(e) => {
                     assert!(e.is_backend() || e.is_busy(), "{e}");
@@ -258,8 +284,13 @@ async fn redlock_lease_longer_than_the_quarantine() {
     let mut nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     for server in &nodes {
         let time: Vec<String> = server.cmd(&["TIME"]);
-        let now: u64 = time[0].parse::<u64>().unwrap() * 1_000_000 + time[1].parse::<u64>().unwrap();
-        server.cmd::<()>(&["SET", "distlock:__boot", &format!("{:016}", now - 3_600_000_000)]);
+        let now: u64 =
+            time[0].parse::<u64>().unwrap() * 1_000_000 + time[1].parse::<u64>().unwrap();
+        server.cmd::<()>(&[
+            "SET",
+            "distlock:__boot",
+            &format!("{:016}", now - 3_600_000_000),
+        ]);
     }
     let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
     let mk = || {
@@ -301,7 +332,12 @@ async fn redlock_lease_longer_than_the_quarantine() {
 // 2. Bounded waits
 // ---------------------------------------------------------------------------------------
 
-async fn assert_bounded(what: &str, wait: Duration, timeout: Duration, fut: impl std::future::Future<Output = Result<LockGuard, LockError>>) {
+async fn assert_bounded(
+    what: &str,
+    wait: Duration,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<LockGuard, LockError>>,
+) {
     let bound = wait + timeout + Duration::from_millis(250);
     let started = Instant::now();
     let res = tokio::time::timeout(bound * 4 + Duration::from_secs(5), fut).await;
@@ -309,7 +345,8 @@ async fn assert_bounded(what: &str, wait: Duration, timeout: Duration, fut: impl
     assert!(
         took <= bound,
         "{what}: wait({wait:?}) with command timeout {timeout:?} returned after {took:?} (bound {bound:?}); result {:?}",
-        res.as_ref().map(|r| r.as_ref().map(|_| "guard").map_err(ToString::to_string))
+        res.as_ref()
+            .map(|r| r.as_ref().map(|_| "guard").map_err(ToString::to_string))
     );
 }
 
@@ -318,9 +355,20 @@ async fn bounded_setup() -> (RedisServer, TcpProxy, LockClient, LockClient, Lock
     let proxy = TcpProxy::start(server.port());
     let holder = client(server.url(), WAIT_TIMEOUT).await;
     let waiter = client(proxy.url(), WAIT_TIMEOUT).await;
-    let held = holder.lock("bw").ttl(Duration::from_secs(30)).await.unwrap();
+    let held = holder
+        .lock("bw")
+        .ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
     // Warm up: the waiter's subscriber exists.
-    assert!(waiter.lock("bw").wait(100 * MS).await.unwrap_err().is_busy());
+    assert!(
+        waiter
+            .lock("bw")
+            .wait(100 * MS)
+            .await
+            .unwrap_err()
+            .is_busy()
+    );
     (server, proxy, holder, waiter, held)
 }
 
@@ -330,8 +378,20 @@ const WAIT_TIMEOUT: Duration = Duration::from_millis(300);
 async fn bounded_wait_everything_blackholed() {
     let (_server, proxy, _holder, waiter, _held) = bounded_setup().await;
     proxy.blackhole(true);
-    assert_bounded("blackhole", 500 * MS, WAIT_TIMEOUT, waiter.lock("bw").wait(500 * MS).into_future()).await;
-    assert_bounded("blackhole, one try", Duration::ZERO, WAIT_TIMEOUT, waiter.lock("bw").into_future()).await;
+    assert_bounded(
+        "blackhole",
+        500 * MS,
+        WAIT_TIMEOUT,
+        waiter.lock("bw").wait(500 * MS).into_future(),
+    )
+    .await;
+    assert_bounded(
+        "blackhole, one try",
+        Duration::ZERO,
+        WAIT_TIMEOUT,
+        waiter.lock("bw").into_future(),
+    )
+    .await;
 }
 
 /// Connections cut and reconnects never answered (a host that went away mid-conversation).
@@ -340,8 +400,20 @@ async fn bounded_wait_after_cut_with_dead_reconnects() {
     let (_server, proxy, _holder, waiter, _held) = bounded_setup().await;
     proxy.blackhole_new_connections(true);
     proxy.cut();
-    assert_bounded("cut + new blackholed", 400 * MS, WAIT_TIMEOUT, waiter.lock("bw").wait(400 * MS).into_future()).await;
-    assert_bounded("cut + new blackholed, again", 400 * MS, WAIT_TIMEOUT, waiter.lock("bw").wait(400 * MS).into_future()).await;
+    assert_bounded(
+        "cut + new blackholed",
+        400 * MS,
+        WAIT_TIMEOUT,
+        waiter.lock("bw").wait(400 * MS).into_future(),
+    )
+    .await;
+    assert_bounded(
+        "cut + new blackholed, again",
+        400 * MS,
+        WAIT_TIMEOUT,
+        waiter.lock("bw").wait(400 * MS).into_future(),
+    )
+    .await;
 }
 
 /// As above with a one-try acquire (wait zero) and with inspect-free extend on a held guard.
@@ -350,7 +422,13 @@ async fn bounded_one_try_after_cut_with_dead_reconnects() {
     let (_server, proxy, _holder, waiter, _held) = bounded_setup().await;
     proxy.blackhole_new_connections(true);
     proxy.cut();
-    assert_bounded("cut + new blackholed, one try", Duration::ZERO, WAIT_TIMEOUT, waiter.lock("other").into_future()).await;
+    assert_bounded(
+        "cut + new blackholed, one try",
+        Duration::ZERO,
+        WAIT_TIMEOUT,
+        waiter.lock("other").into_future(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,15 +442,31 @@ async fn bounded_wait_blackhole_mid_wait() {
         p.blackhole(true);
     });
     let took = started.elapsed();
-    assert!(took <= 800 * MS + WAIT_TIMEOUT + 250 * MS, "blackhole mid-wait: {took:?} ({:?})", res.map(|_| ()));
+    assert!(
+        took <= 800 * MS + WAIT_TIMEOUT + 250 * MS,
+        "blackhole mid-wait: {took:?} ({:?})",
+        res.map(|_| ())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_wait_server_frozen() {
     let (server, _proxy, holder, waiter, _held) = bounded_setup().await;
     server.pause();
-    assert_bounded("server frozen", 300 * MS, WAIT_TIMEOUT, waiter.lock("bw").wait(300 * MS).into_future()).await;
-    assert_bounded("server frozen (holder client)", 300 * MS, WAIT_TIMEOUT, holder.lock("bw2").wait(300 * MS).into_future()).await;
+    assert_bounded(
+        "server frozen",
+        300 * MS,
+        WAIT_TIMEOUT,
+        waiter.lock("bw").wait(300 * MS).into_future(),
+    )
+    .await;
+    assert_bounded(
+        "server frozen (holder client)",
+        300 * MS,
+        WAIT_TIMEOUT,
+        holder.lock("bw2").wait(300 * MS).into_future(),
+    )
+    .await;
     server.resume();
 }
 
@@ -386,18 +480,36 @@ async fn first_wait_on_a_dead_link_then_recovery() {
     let timeout = Duration::from_millis(300);
     let holder = client(server.url(), timeout).await;
     let waiter = client(proxy.url(), timeout).await;
-    let held = holder.lock("fw").ttl(Duration::from_secs(30)).await.unwrap();
+    let held = holder
+        .lock("fw")
+        .ttl(Duration::from_secs(30))
+        .await
+        .unwrap();
     proxy.blackhole_new_connections(true);
     // The first wait creates the subscriber on a link that never answers.
-    assert_bounded("subscriber on a dead link", 500 * MS, timeout, waiter.lock("fw").wait(500 * MS).into_future()).await;
+    assert_bounded(
+        "subscriber on a dead link",
+        500 * MS,
+        timeout,
+        waiter.lock("fw").wait(500 * MS).into_future(),
+    )
+    .await;
     proxy.blackhole_new_connections(false);
     // Released while the next wait runs: it must be granted well within its wait.
     let started = Instant::now();
-    let (res, ()) = tokio::join!(waiter.lock("fw").wait(Duration::from_secs(4)).into_future(), async {
-        tokio::time::sleep(200 * MS).await;
-        held.release().await.unwrap();
+    let (res, ()) = tokio::join!(
+        waiter.lock("fw").wait(Duration::from_secs(4)).into_future(),
+        async {
+            tokio::time::sleep(200 * MS).await;
+            held.release().await.unwrap();
+        }
+    );
+    let g = res.unwrap_or_else(|e| {
+        panic!(
+            "locked out of a free key after {:?}: {e}",
+            started.elapsed()
+        )
     });
-    let g = res.unwrap_or_else(|e| panic!("locked out of a free key after {:?}: {e}", started.elapsed()));
     assert!(g.is_held());
 }
 
@@ -425,16 +537,40 @@ async fn dropped_futures_at_random_points_leak_nothing() {
                 let key = format!("drop{}", rng.next(3));
                 match rng.next(3) {
                     0 => {
-                        let _ = tokio::time::timeout(cut, a.lock(key.as_str()).ttl(Duration::from_secs(30)).wait(Duration::from_millis(100)).into_future()).await;
+                        let _ = tokio::time::timeout(
+                            cut,
+                            a.lock(key.as_str())
+                                .ttl(Duration::from_secs(30))
+                                .wait(Duration::from_millis(100))
+                                .into_future(),
+                        )
+                        .await;
                     }
                     1 => {
-                        if let Ok(Ok(g)) = tokio::time::timeout(Duration::from_millis(200), a.lock(key.as_str()).ttl(Duration::from_secs(30)).wait(Duration::from_millis(100)).into_future()).await {
-                            let _ = tokio::time::timeout(cut, g.extend(Duration::from_secs(60))).await;
+                        if let Ok(Ok(g)) = tokio::time::timeout(
+                            Duration::from_millis(200),
+                            a.lock(key.as_str())
+                                .ttl(Duration::from_secs(30))
+                                .wait(Duration::from_millis(100))
+                                .into_future(),
+                        )
+                        .await
+                        {
+                            let _ =
+                                tokio::time::timeout(cut, g.extend(Duration::from_secs(60))).await;
                             drop(g);
                         }
                     }
                     _ => {
-                        if let Ok(Ok(g)) = tokio::time::timeout(Duration::from_millis(200), a.lock(key.as_str()).ttl(Duration::from_secs(30)).wait(Duration::from_millis(100)).into_future()).await {
+                        if let Ok(Ok(g)) = tokio::time::timeout(
+                            Duration::from_millis(200),
+                            a.lock(key.as_str())
+                                .ttl(Duration::from_secs(30))
+                                .wait(Duration::from_millis(100))
+                                .into_future(),
+                        )
+                        .await
+                        {
                             let _ = tokio::time::timeout(cut, g.release()).await;
                         }
                     }
@@ -452,14 +588,17 @@ async fn dropped_futures_at_random_points_leak_nothing() {
             .lock(key.as_str())
             .wait(Duration::from_secs(3))
             .await
-            .unwrap_or_else(|e| panic!("`{key}` still held 3 s after every guard is gone (30 s lease leaked): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("`{key}` still held 3 s after every guard is gone (30 s lease leaked): {e}")
+            });
         drop(g);
     }
     // The client itself is not locked out of its keys either.
     tokio::time::sleep(100 * MS).await;
     for i in 0..3 {
         let key = format!("drop{i}");
-        let _g = a.lock(key.as_str())
+        let _g = a
+            .lock(key.as_str())
             .wait(Duration::from_secs(3))
             .await
             .unwrap_or_else(|e| panic!("the dropping client is locked out of `{key}`: {e}"));
@@ -473,7 +612,11 @@ async fn dropped_futures_at_random_points_leak_nothing() {
 fn a_client_outlives_the_runtime_that_made_it() {
     let server = RedisServer::start();
     let url = server.url();
-    let rt1 = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt1 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let (a, b) = rt1.block_on(async {
         let a = client(url.clone(), Duration::from_millis(500)).await;
         let b = client(url.clone(), Duration::from_millis(500)).await;
@@ -484,13 +627,23 @@ fn a_client_outlives_the_runtime_that_made_it() {
         (a, b)
     });
     drop(rt1);
-    let rt2 = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt2 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt2.block_on(async {
         let started = Instant::now();
-        let g = tokio::time::timeout(Duration::from_secs(5), a.lock("xrt").ttl(Duration::from_millis(300)).wait(Duration::from_secs(2)).into_future())
-            .await
-            .expect("acquire on the second runtime hangs")
-            .unwrap_or_else(|e| panic!("locked out after {:?}: {e}", started.elapsed()));
+        let g = tokio::time::timeout(
+            Duration::from_secs(5),
+            a.lock("xrt")
+                .ttl(Duration::from_millis(300))
+                .wait(Duration::from_secs(2))
+                .into_future(),
+        )
+        .await
+        .expect("acquire on the second runtime hangs")
+        .unwrap_or_else(|e| panic!("locked out after {:?}: {e}", started.elapsed()));
         // The watchdog must keep a 300 ms lease alive (or report it lost).
         tokio::time::sleep(Duration::from_millis(900)).await;
         let on_server = b.inspect("xrt").await.unwrap().is_some();
@@ -499,16 +652,30 @@ fn a_client_outlives_the_runtime_that_made_it() {
             "the lease ran out on the server while the guard still reports is_held()"
         );
         if !on_server {
-            tokio::time::timeout(Duration::from_secs(1), g.lost()).await.expect("lost() never fired");
+            tokio::time::timeout(Duration::from_secs(1), g.lost())
+                .await
+                .expect("lost() never fired");
         }
         // A waiter on the second runtime is woken by a release.
         let started = Instant::now();
-        let (res, ()) = tokio::join!(b.lock("xrt").wait(Duration::from_secs(3)).into_future(), async {
-            tokio::time::sleep(200 * MS).await;
-            drop(g);
+        let (res, ()) = tokio::join!(
+            b.lock("xrt").wait(Duration::from_secs(3)).into_future(),
+            async {
+                tokio::time::sleep(200 * MS).await;
+                drop(g);
+            }
+        );
+        let g2 = res.unwrap_or_else(|e| {
+            panic!(
+                "waiter on runtime 2 not granted after {:?}: {e}",
+                started.elapsed()
+            )
         });
-        let g2 = res.unwrap_or_else(|e| panic!("waiter on runtime 2 not granted after {:?}: {e}", started.elapsed()));
-        assert!(started.elapsed() < Duration::from_secs(2), "woken only after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "woken only after {:?}",
+            started.elapsed()
+        );
         drop(g2);
     });
 }
@@ -524,8 +691,15 @@ async fn waiting_survives_a_killed_or_silent_subscriber() {
     let waiter = client(proxy.url(), Duration::from_millis(500)).await;
     for round in 0..3 {
         let key = format!("sub{round}");
-        let held = holder.lock(key.as_str()).ttl(Duration::from_secs(20)).await.unwrap();
-        let w = waiter.lock(key.as_str()).wait(Duration::from_secs(6)).into_future();
+        let held = holder
+            .lock(key.as_str())
+            .ttl(Duration::from_secs(20))
+            .await
+            .unwrap();
+        let w = waiter
+            .lock(key.as_str())
+            .wait(Duration::from_secs(6))
+            .into_future();
         let started = Instant::now();
         let (res, ()) = tokio::join!(w, async {
             tokio::time::sleep(300 * MS).await;
@@ -545,7 +719,10 @@ async fn waiting_survives_a_killed_or_silent_subscriber() {
             held.release().await.unwrap();
         });
         let g = res.unwrap_or_else(|e| {
-            panic!("round {round}: locked out of a released key after {:?}: {e}", started.elapsed())
+            panic!(
+                "round {round}: locked out of a released key after {:?}: {e}",
+                started.elapsed()
+            )
         });
         assert!(
             started.elapsed() < Duration::from_secs(4),
@@ -582,17 +759,33 @@ async fn weird_keys() {
     ];
     keys.push("__boot".into());
     for key in &keys {
-        let g = a.lock(key.as_str()).ttl(Duration::from_secs(5)).await.unwrap_or_else(|e| panic!("{key:?}: {e}"));
-        assert!(b.lock(key.as_str()).await.unwrap_err().is_busy(), "{key:?}: not exclusive");
+        let g = a
+            .lock(key.as_str())
+            .ttl(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{key:?}: {e}"));
+        assert!(
+            b.lock(key.as_str()).await.unwrap_err().is_busy(),
+            "{key:?}: not exclusive"
+        );
         let info = b.inspect(key).await.unwrap().expect("inspect sees it");
         let _ = format!("{info:?}");
         assert_eq!(g.key(), key);
         g.release().await.unwrap();
-        assert!(b.inspect(key).await.unwrap().is_none(), "{key:?} still there");
+        assert!(
+            b.inspect(key).await.unwrap().is_none(),
+            "{key:?} still there"
+        );
     }
     // "é" (precomposed) and "e\u{301}" must be distinct keys or the same, but never panic;
     // over-long keys are a typed error.
-    for key in [format!("{}é", "x".repeat(511)), "🔑".repeat(129), "a\u{0}b".into(), "a\nb".into(), String::new()] {
+    for key in [
+        format!("{}é", "x".repeat(511)),
+        "🔑".repeat(129),
+        "a\u{0}b".into(),
+        "a\nb".into(),
+        String::new(),
+    ] {
         let e = a.lock(key.as_str()).await.unwrap_err();
         assert!(matches!(e, LockError::InvalidKey { .. }), "{key:?}: {e}");
         let _ = format!("{e} {e:?}");
@@ -627,7 +820,13 @@ async fn extend_to_the_extremes() {
         .expect("a dropped 30-day guard left its key behind");
     // Requests at the extremes.
     assert!(b.lock("ext2").ttl(Duration::MAX).await.is_err());
-    assert!(b.lock("ext2").wait(Duration::MAX).ttl(distlock::MAX_TTL).await.is_ok());
+    assert!(
+        b.lock("ext2")
+            .wait(Duration::MAX)
+            .ttl(distlock::MAX_TTL)
+            .await
+            .is_ok()
+    );
     // A huge wait on a busy key must still honour the one-try of a released key; just make
     // sure Duration::MAX as a wait doesn't panic when the key is busy for a moment.
     let (res, ()) = tokio::join!(a.lock("ext").wait(Duration::MAX).into_future(), async {
@@ -658,8 +857,18 @@ async fn secrets_in_runtime_errors_after_the_password_changes() {
     let info = c.inspect("pw").await.unwrap();
     assert_no_secret(pw, "inspect Debug", &format!("{info:?}"));
     let mut conn = server.conn();
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("other-pass").query(&mut conn).unwrap();
-    let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").query(&mut conn).unwrap_or(redis::Value::Nil);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("other-pass")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut conn)
+        .unwrap_or(redis::Value::Nil);
     for _ in 0..3 {
         if let Err(e) = c.lock("pw2").wait(200 * MS).await {
             assert_no_secret(pw, "lock error", &format!("{e} {e:?}"));
@@ -688,7 +897,10 @@ async fn secrets_in_runtime_errors_after_the_password_changes() {
         Err(e) => assert_no_secret(pw, "redlock error", &format!("{e} {e:?}")),
     }
     let sentinel = LockClient::builder()
-        .sentinel("mymaster", [format!("redis://:{pw}@127.0.0.1:{}", server.port())])
+        .sentinel(
+            "mymaster",
+            [format!("redis://:{pw}@127.0.0.1:{}", server.port())],
+        )
         .sentinel_primary_auth(Some("bob"), pw)
         .command_timeout(300 * MS);
     assert_no_secret(pw, "sentinel builder Debug", &format!("{sentinel:?}"));
@@ -705,7 +917,12 @@ async fn secrets_in_runtime_errors_after_the_password_changes() {
         format!("redis://:{pw}@127.0.0.1:{}/notadb", server.port()),
         format!("redis://:{pw}@127.0.0.1:{}/99999", server.port()),
     ] {
-        match LockClient::builder().url(url.clone()).command_timeout(300 * MS).build().await {
+        match LockClient::builder()
+            .url(url.clone())
+            .command_timeout(300 * MS)
+            .build()
+            .await
+        {
             Ok(c) => {
                 assert_no_secret(pw, "client Debug", &format!("{c:?}"));
                 assert_no_secret("ss]w:rd", "client Debug", &format!("{c:?}"));
@@ -730,7 +947,11 @@ fn reconnect_started_on_a_dead_runtime() {
     let server = RedisServer::start();
     let proxy = TcpProxy::start(server.port());
     let checker_url = server.url();
-    let rt1 = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt1 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let a = rt1.block_on(async {
         let a = client(proxy.url(), Duration::from_millis(300)).await;
         drop(a.lock("warm").await.unwrap());
@@ -741,7 +962,11 @@ fn reconnect_started_on_a_dead_runtime() {
     });
     drop(rt1);
     proxy.blackhole_new_connections(false);
-    let rt2 = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt2 = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt2.block_on(async {
         let checker = client(checker_url, Duration::from_secs(1)).await;
         let started = Instant::now();

@@ -36,6 +36,7 @@ impl Nodes {
         LockClient::builder()
             .redlock(self.urls())
             .redlock_quarantine(quarantine)
+            .default_ttl(quarantine) // a lease may not outlast the quarantine
             .command_timeout(Duration::from_millis(500))
             .build()
             .await
@@ -47,6 +48,7 @@ impl Nodes {
         LockClient::builder()
             .redlock(self.urls())
             .redlock_quarantine(Q)
+            .default_ttl(Q)
             .build()
             .await
             .unwrap()
@@ -124,7 +126,7 @@ async fn waiters_are_woken_by_the_release() {
     let nodes = Nodes::start();
     let a = nodes.client(Q).await;
     let b = nodes.client(Q).await;
-    let held = a.lock("wake").ttl(Duration::from_secs(30)).await.unwrap();
+    let held = a.lock("wake").ttl(Q).await.unwrap();
     let waiter = tokio::spawn(async move {
         let guard = b.lock("wake").wait(Duration::from_secs(10)).await.map(drop);
         (guard, Instant::now())
@@ -146,7 +148,7 @@ async fn nodes_that_lost_their_data_are_not_counted_until_the_quarantine_passed(
     let mut nodes = Nodes::start();
     let a = nodes.client(Q).await;
     let b = nodes.client(Q).await;
-    let held = a.lock("q").ttl(Duration::from_secs(6)).await.unwrap();
+    let held = a.lock("q").ttl(Q).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await; // the markers age together
     nodes.0[0].restart();
     nodes.0[1].restart();
@@ -321,4 +323,18 @@ async fn a_node_frozen_while_connected_costs_a_fraction_of_the_lease() {
         .unwrap();
     nodes.0[0].pause();
     one_second_leases_with_node_0_frozen(&nodes, &client).await;
+}
+
+/// A lease longer than the quarantine is refused: a node restarted empty votes again after
+/// the quarantine, and could then grant a lock still held elsewhere.
+#[tokio::test]
+async fn a_lease_longer_than_the_quarantine_is_refused() {
+    let nodes = Nodes::start();
+    let client = nodes.client(Q).await;
+    let err = client.lock("long").ttl(Q * 3).await.unwrap_err();
+    assert!(matches!(err, LockError::InvalidDuration { .. }), "{err:?}");
+    let guard = client.lock("long").ttl(Q).await.unwrap();
+    let err = guard.extend(Q * 3).await.unwrap_err();
+    assert!(matches!(err, LockError::InvalidDuration { .. }), "{err:?}");
+    assert!(guard.is_held());
 }

@@ -143,6 +143,16 @@ impl Backend {
     /// One round trip (per server) for the whole batch; per entry `Some(true)` renewed,
     /// `Some(false)` not held by that token any more, `None` unknown (Redlock without a
     /// majority either way).
+    /// The longest lease this deployment can keep safely, if it has a limit: on Redlock the
+    /// quarantine (a node restarted empty votes again after it, so a longer lease could be
+    /// granted twice).
+    pub(crate) fn max_ttl(&self) -> Option<Duration> {
+        match self {
+            Self::Redlock(b) => Some(b.quarantine()),
+            _ => None,
+        }
+    }
+
     /// `waiter` gave up waiting for `key`: out of the key's queue of waiting clients (a
     /// reservation made for it goes to the next one).
     pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {

@@ -71,7 +71,9 @@ const TOMBSTONE: Duration = Duration::from_secs(10);
 
 pub(crate) struct RedisBackend {
     client: redis::Client,
-    conn: ConnectionManager,
+    config: ConnectionManagerConfig,
+    /// Replaced when it broke beyond repair (see [`RedisBackend::on_conn`]).
+    conn: std::sync::RwLock<ConnectionManager>,
     url: String,
     command_timeout: Duration,
     notices: OnceLock<Arc<Notices>>,
@@ -121,39 +123,99 @@ impl RedisBackend {
             .set_response_timeout(Some(command_timeout))
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_millis(500));
+        // Made on the library's own runtime, so that the connection's tasks do not die with
+        // the caller's.
         let conn = if eager {
-            ConnectionManager::new_with_config(client.clone(), config).await
+            let (client, config) = (client.clone(), config.clone());
+            crate::background::run(ConnectionManager::new_with_config(client, config))
+                .await
+                .ok_or_else(|| {
+                    LockError::backend(BackendErrorKind::Connection, "no runtime to connect on")
+                })?
         } else {
-            ConnectionManager::new_lazy_with_config(client.clone(), config)
+            crate::background::enter(|| {
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            })
         }
         .map_err(|e| with_url(LockError::from_redis(e), &redacted))?;
         Ok(Self {
             client,
-            conn,
+            config,
+            conn: std::sync::RwLock::new(conn),
             url: redacted,
             command_timeout,
             notices: OnceLock::new(),
         })
     }
 
-    /// Runs `op` on the connection, and once more on a fresh one when the connection was
-    /// found dropped (e.g. its driver task died with the runtime it was made on; the manager
-    /// is reconnecting). Every operation is safe to repeat: the scripts are idempotent for
-    /// their own token.
+    /// The server's URL, password redacted.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs `op` on the connection, within the command timeout in all:
+    /// - once more when the connection was found dropped (its driver task died with the
+    ///   runtime it was made on; the manager is reconnecting);
+    /// - once more on a new connection manager when this one broke for good: a reconnect
+    ///   begun on a runtime that has since shut down panics whoever polls it next.
+    ///
+    /// Every operation is safe to repeat: the scripts are idempotent for their own token.
     async fn on_conn<T, F, Fut>(&self, op: F) -> Result<T, LockError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, LockError>>,
     {
-        match op(self.conn.clone()).await {
-            Err(err) if err.is_connection_dropped() => op(self.conn.clone()).await,
-            answer => answer,
-        }
-    }
-
-    /// The server's URL, password redacted.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
+        use futures_util::FutureExt;
+        let attempts = async {
+            let mut answer = Err(LockError::backend(
+                BackendErrorKind::Connection,
+                "no attempt",
+            ));
+            for _ in 0..2 {
+                match std::panic::AssertUnwindSafe(op(self.conn()))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Err(err)) if err.is_connection_dropped() => answer = Err(err),
+                    Ok(done) => return done,
+                    Err(_) => {
+                        tracing::warn!(url = %self.url, "the connection broke for good; making a new one");
+                        let fresh = crate::background::enter(|| {
+                            ConnectionManager::new_lazy_with_config(
+                                self.client.clone(),
+                                self.config.clone(),
+                            )
+                        });
+                        match fresh {
+                            Ok(fresh) => {
+                                *self.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                            }
+                            Err(err) => return Err(LockError::from_redis(err)),
+                        }
+                        answer = Err(LockError::backend(
+                            BackendErrorKind::Connection,
+                            "the connection broke (its runtime shut down)",
+                        ));
+                    }
+                }
+            }
+            answer
+        };
+        tokio::time::timeout(self.command_timeout, attempts)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LockError::backend(
+                    BackendErrorKind::Timeout,
+                    format!(
+                        "no answer within {:?} (at {})",
+                        self.command_timeout, self.url
+                    ),
+                ))
+            })
     }
 
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
@@ -199,7 +261,7 @@ impl RedisBackend {
         redis::cmd("WAIT")
             .arg(replicas)
             .arg(millis(timeout))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn())
             .await
             .map_err(LockError::from_redis)
     }

@@ -140,6 +140,11 @@ impl RedlockBackend {
         now.saturating_sub(boot) >= micros(self.quarantine)
     }
 
+    /// How long a node that lost its data does not vote.
+    pub(crate) fn quarantine(&self) -> Duration {
+        self.quarantine
+    }
+
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let n = self.nodes.len();
         let quorum = self.quorum();
