@@ -6,6 +6,7 @@
 //! [`resume`](RedisServer::resume) and [`restart`](RedisServer::restart) it; a
 //! [`TcpProxy`] in front of it adds latency, blackholes and cut connections.
 
+pub mod fuzz;
 mod proxy;
 
 pub use proxy::TcpProxy;
@@ -482,6 +483,11 @@ impl RedisCluster {
     /// The nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Takes the nodes out (to restart or reconfigure them one by one); they stop when dropped.
+    pub fn into_nodes(self) -> Vec<RedisServer> {
+        self.nodes
     }
 
     /// The index of the node that owns `key`'s slot (from `CLUSTER SLOTS`).
