@@ -256,6 +256,17 @@ impl RedisServer {
         panic!("redis-server did not restart; its log:\n{}", self.log());
     }
 
+    /// Like [`restart`](Self::restart), with other command-line settings from now on (a
+    /// replica that was promoted comes back as a primary with `&[]`).
+    ///
+    /// # Panics
+    ///
+    /// When it does not come back.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.restart();
+    }
+
     /// A plain synchronous connection, for setting up and checking state.
     ///
     /// # Panics

@@ -7,7 +7,8 @@
 //!   plus the polling interval ([`POLL`]). A holder believes from the moment acquire returned
 //!   to the last moment it saw the lock held (`is_held()` true, or its guarded body running).
 //!   An overlap is excused when a fault that may forget locks (a restart without persistence,
-//!   `FLUSHALL`, a failover) hit the key between the first holder's acquire and the second's;
+//!   `FLUSHALL`, a failover, Sentinel's split brain; plus [`CheckConfig::settle`] after it)
+//!   hit the key between the first holder's acquire and the second's;
 //!   under Redlock only when every node lost its data in between (quarantine must cover the
 //!   rest), and when the first holder was frozen by the nemesis (SIGSTOP) from before the
 //!   second came in and stopped within [`PAUSE_GRACE`] of thawing (counted as a warning: no
@@ -60,6 +61,9 @@ pub struct CheckConfig {
     pub command_timeout: Duration,
     /// Redlock: the number of nodes (an overlap is excused only when all lost their data).
     pub redlock_nodes: Option<usize>,
+    /// How long after a fault that may lose locks the deployment may still be split (clients
+    /// following a failover): such a fault excuses overlaps this long after it.
+    pub settle: Duration,
     /// When the run started (µs), for relative times in reports.
     pub origin: u64,
     /// When the harness stopped waiting for workers (µs): attempts still open then hung.
@@ -275,8 +279,7 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
     let lost_between = |key: &str, from: u64, to: u64| -> bool {
         let relevant = faults.iter().filter(|f| {
             f.data_loss
-                && f.start >= from
-                && f.start <= to
+                && overlaps((f.start, f.end + us(config.settle)), (from, to))
                 && (f.keys.is_empty() || f.keys.iter().any(|k| k == key))
         });
         match config.redlock_nodes {
@@ -652,9 +655,14 @@ pub fn excerpt(events: &[Event], key: Option<&str>, from: u64, to: u64, origin: 
         .collect();
     lines.sort_by_key(|(t, _)| *t);
     if lines.len() > limit {
-        // Keep the ones nearest the violation.
-        let centre = from / 2 + to / 2;
-        lines.sort_by_key(|(t, _)| t.abs_diff(centre));
+        // Keep the ones nearest the violation's start (and those inside it).
+        lines.sort_by_key(|(t, _)| {
+            if (from..=to).contains(t) {
+                t - from
+            } else {
+                t.abs_diff(from)
+            }
+        });
         lines.truncate(limit);
         lines.sort_by_key(|(t, _)| *t);
     }

@@ -70,13 +70,26 @@ const CLUSTER_NODE_ARGS: [&str; 6] = [
 ///
 /// The connection or command error, as text.
 pub fn admin<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T, String> {
+    admin_within(port, args, Duration::from_secs(2))
+}
+
+/// [`admin`] with another timeout.
+///
+/// # Errors
+///
+/// The connection or command error, as text.
+pub fn admin_within<T: redis::FromRedisValue>(
+    port: u16,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<T, String> {
     let client =
         redis::Client::open(format!("redis://127.0.0.1:{port}")).map_err(|e| e.to_string())?;
     let mut conn = client
-        .get_connection_with_timeout(Duration::from_secs(2))
+        .get_connection_with_timeout(timeout)
         .map_err(|e| e.to_string())?;
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+    let _ = conn.set_read_timeout(Some(timeout));
+    let _ = conn.set_write_timeout(Some(timeout));
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
         cmd.arg(*a);
@@ -350,21 +363,28 @@ impl Deployment {
     }
 
     /// Starts node `i` again, empty, on the same port (killing it first if it runs). A
-    /// Sentinel primary comes back as a primary; a Cluster node announces its proxy again.
-    ///
-    /// # Errors
-    ///
-    /// When the restarted Sentinel primary refuses `REPLICAOF NO ONE`.
-    pub fn restart(&mut self, i: usize, was_primary: bool) -> Result<(), String> {
-        self.nodes[i].restart();
-        let port = self.port(i);
-        if self.kind == Kind::Sentinel && was_primary {
-            admin::<()>(port, &["REPLICAOF", "NO", "ONE"])?;
+    /// Sentinel node comes back as a primary (only the primary is restarted: a primary that
+    /// crashed and came back before Sentinel noticed); a Cluster node announces its proxy
+    /// again.
+    pub fn restart(&mut self, i: usize) {
+        if self.kind == Kind::Sentinel {
+            self.nodes[i].restart_with(&[]);
+        } else {
+            self.nodes[i].restart();
         }
         if self.kind == Kind::Cluster {
             self.announce(i);
         }
-        Ok(())
+    }
+
+    /// What a [`Monitor`] needs to watch the topology from another thread.
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            kind: self.kind,
+            ports: (0..self.nodes.len()).map(|i| self.port(i)).collect(),
+            sentinel: self.sentinel.as_ref().map(RedisServer::port),
+            ids: self.ids.clone(),
+        }
     }
 
     /// Cluster: `(is primary, primary's index for a replica, slot ranges)` for every node, as
@@ -509,5 +529,72 @@ mod tests {
         assert_eq!(super::key_slot(b"foo"), 12182);
         assert_eq!(super::key_slot(b"{user1000}.following"), 3443);
         assert_eq!(super::key_slot(b"123456789"), 12739);
+    }
+}
+
+/// Watches a deployment's topology while the nemesis works (from another thread): which node
+/// is primary, and whether several claim to be (Sentinel's split-brain window). Faults the
+/// nemesis did not inject itself (an automatic failover) are recorded this way.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    kind: Kind,
+    ports: Vec<u16>,
+    sentinel: Option<u16>,
+    ids: Vec<String>,
+}
+
+/// What a [`Monitor`] saw at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The primaries: the one Sentinel names (first), or the Cluster's.
+    pub primaries: Vec<usize>,
+    /// Sentinel: the nodes that answer `role:master` (more than one: split brain).
+    pub claiming: Vec<usize>,
+}
+
+impl Monitor {
+    /// The topology now (`None` when nothing answers).
+    pub fn look(&self) -> Option<Topology> {
+        let quick = Duration::from_millis(150);
+        match self.kind {
+            Kind::Sentinel => {
+                let (_, port): (String, u16) = admin_within(
+                    self.sentinel?,
+                    &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "fuzz"],
+                    quick,
+                )
+                .ok()?;
+                let primary = self.ports.iter().position(|&p| p == port)?;
+                let claiming = (0..self.ports.len())
+                    .filter(|&i| {
+                        admin_within::<String>(self.ports[i], &["INFO", "replication"], quick)
+                            .is_ok_and(|info| info.contains("role:master"))
+                    })
+                    .collect();
+                Some(Topology {
+                    primaries: vec![primary],
+                    claiming,
+                })
+            }
+            Kind::Cluster => {
+                let nodes = self.ports.iter().find_map(|&p| {
+                    admin_within::<String>(p, &["CLUSTER", "NODES"], quick).ok()
+                })?;
+                let mut primaries: Vec<usize> = nodes
+                    .lines()
+                    .filter_map(|line| {
+                        let f: Vec<&str> = line.split(' ').collect();
+                        let master = f.get(2)?.contains("master") && f.len() > 8;
+                        master.then(|| self.ids.iter().position(|id| id == f[0]))?
+                    })
+                    .collect();
+                primaries.sort_unstable();
+                Some(Topology {
+                    primaries,
+                    claiming: Vec::new(),
+                })
+            }
+            _ => None,
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! paused or stopped node) is skipped.
 
 use std::collections::HashSet;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::deploy::{Deployment, Kind, admin};
@@ -217,7 +217,7 @@ pub enum Pauser {
 
 enum Heal {
     ResumeNode(usize),
-    StartNode(usize, bool),
+    StartNode(usize),
     Latency(usize, usize),
     Unblackhole(usize, usize, u64),
     Cut(usize, usize, u64),
@@ -322,10 +322,8 @@ impl<'a> Nemesis<'a> {
                 self.deployment.resume(i);
                 self.paused.remove(&i);
             }
-            Heal::StartNode(i, was_primary) => {
-                if let Err(err) = self.deployment.restart(i, was_primary) {
-                    eprintln!("nemesis: restarting node {i}: {err}");
-                }
+            Heal::StartNode(i) => {
+                self.deployment.restart(i);
                 self.down.remove(&i);
             }
             Heal::Latency(w, n) => {
@@ -443,10 +441,9 @@ impl<'a> Nemesis<'a> {
                 event.target = format!("node{i}");
                 event.data_loss = true;
                 event.keys = self.keys_on(i);
-                let was_primary = kind == Kind::Sentinel;
                 self.deployment.kill(i);
                 self.down.insert(i);
-                Some((now + span, Heal::StartNode(i, was_primary)))
+                Some((now + span, Heal::StartNode(i)))
             }
             Fault::FlushAll { pick } | Fault::ScriptFlush { pick } => {
                 let Some(i) = self.node(*pick).filter(|&i| !self.node_busy(i)) else {
@@ -671,5 +668,8 @@ impl<'a> Nemesis<'a> {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }

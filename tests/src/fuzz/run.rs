@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checker::{self, CheckConfig, Report, Violation};
-use super::deploy::{Deployment, Kind};
+use super::deploy::{Deployment, Kind, Monitor};
+use super::history::Fault;
 use super::history::{Event, Sink, now_us, read_history};
 use super::nemesis::{self, Nemesis, Pauser};
 use super::store::FencedStore;
@@ -127,6 +128,7 @@ impl Drop for Children {
         for child in &mut self.0 {
             let _ = Command::new("kill")
                 .args(["-CONT", &child.id().to_string()])
+                .stderr(Stdio::null())
                 .status();
             let _ = child.kill();
             let _ = child.wait();
@@ -224,6 +226,16 @@ pub fn run_one(config: &RunConfig) -> RunResult {
         Pauser::Pids(children.0.iter().map(Child::id).collect())
     };
 
+    // Topology changes nobody injected (automatic failovers, split brain) go into the
+    // history too.
+    let stop_watching = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let monitor = deployment.monitor();
+        let stop = stop_watching.clone();
+        let kind = config.kind;
+        std::thread::spawn(move || watch(&monitor, kind, &stop))
+    };
+
     let (nemesis_events, skipped) = {
         let mut nemesis = Nemesis::new(&mut deployment, &pauser, &config.keys);
         nemesis.run(&schedule, run_start, run_start + config.run);
@@ -252,12 +264,15 @@ pub fn run_one(config: &RunConfig) -> RunResult {
     }
     let finished = now_us();
     drop(children);
+    stop_watching.store(true, std::sync::atomic::Ordering::Relaxed);
+    let watched = watcher.join().unwrap_or_default();
 
     // Every lease a worker could have left behind has run out by now.
     std::thread::sleep(MAX_LEASE + Duration::from_millis(500));
     let leaks = leaked(&deployment, config);
 
     let mut events = nemesis_events;
+    events.extend(watched);
     events.extend(
         memory_events
             .lock()
@@ -279,6 +294,10 @@ pub fn run_one(config: &RunConfig) -> RunResult {
     let check = CheckConfig {
         command_timeout: config.command_timeout,
         redlock_nodes: (config.kind == Kind::Redlock).then_some(deployment.node_count()),
+        settle: match config.kind {
+            Kind::Sentinel | Kind::Cluster => Duration::from_secs(1),
+            _ => Duration::ZERO,
+        },
         origin,
         finished,
     };
@@ -331,4 +350,55 @@ fn leaked(deployment: &Deployment, config: &RunConfig) -> Vec<(String, String)> 
         }
         leaks
     })
+}
+
+/// Polls the topology every 100 ms until `stop`: a change of primary becomes a
+/// `primary-switch` event (Sentinel: locks may be lost, asynchronous replication), several
+/// nodes claiming to be primary a `split-brain` one.
+fn watch(monitor: &Monitor, kind: Kind, stop: &std::sync::atomic::AtomicBool) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut last: Option<Vec<usize>> = None;
+    let mut split_since: Option<u64> = None;
+    let mut id = 1_000_000;
+    let mut fault = |kind: &str, target: String, start: u64, data_loss: bool| {
+        id += 1;
+        Event::Fault(Fault {
+            id,
+            kind: kind.into(),
+            target,
+            start,
+            end: now_us(),
+            data_loss,
+            node: None,
+            worker: None,
+            keys: Vec::new(),
+        })
+    };
+    if !matches!(kind, Kind::Sentinel | Kind::Cluster) {
+        return events;
+    }
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(now) = monitor.look() {
+            if let Some(before) = &last
+                && *before != now.primaries
+            {
+                let target = format!("{before:?}->{:?}", now.primaries);
+                events.push(fault("primary-switch", target, now_us(), kind == Kind::Sentinel));
+            }
+            last = Some(now.primaries);
+            match (now.claiming.len() > 1, split_since) {
+                (true, None) => split_since = Some(now_us()),
+                (false, Some(since)) => {
+                    events.push(fault("split-brain", "primaries".into(), since, true));
+                    split_since = None;
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(since) = split_since {
+        events.push(fault("split-brain", "primaries".into(), since, true));
+    }
+    events
 }

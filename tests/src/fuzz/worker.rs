@@ -629,6 +629,11 @@ impl Worker {
         }
     }
 
+    async fn call_and_finish(&self, variant: Variant, body: &Body<'_>) {
+        let result = self.call(variant, body.key, body).await;
+        body.finish(Some(result));
+    }
+
     fn body<'a>(
         &'a self,
         key: &'a str,
@@ -672,9 +677,8 @@ impl Worker {
         let key = self.spec.keys[plan.key].as_str();
         let a = self.body(key, Via::Joined, variant, &plan.steps, Then::Nothing);
         let b = self.body(key, Via::Joined, variant, &plan.steps, Then::Nothing);
-        let (ra, rb) = tokio::join!(self.call(variant, key, &a), self.call(variant, key, &b));
-        a.finish(Some(ra));
-        b.finish(Some(rb));
+        // Each is recorded the moment it returns, not when both have.
+        tokio::join!(self.call_and_finish(variant, &a), self.call_and_finish(variant, &b));
     }
 
     /// Inside a guarded body holding `key` with `fence`: a re-entrant call on the same key
