@@ -385,24 +385,24 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
             if !w.accepted {
                 continue;
             }
-            if let Some(top) = largest {
-                if w.fence < top.fence {
-                    report.violation(
-                        "stale-write",
-                        key,
-                        top.start,
-                        w.end,
-                        format!(
-                            "`{key}`: the store accepted fence {} from worker {} at {} after fence {} \
+            if let Some(top) = largest
+                && w.fence < top.fence
+            {
+                report.violation(
+                    "stale-write",
+                    key,
+                    top.start,
+                    w.end,
+                    format!(
+                        "`{key}`: the store accepted fence {} from worker {} at {} after fence {} \
                              from worker {}",
-                            w.fence,
-                            w.worker,
-                            rel(w.start),
-                            top.fence,
-                            top.worker
-                        ),
-                    );
-                }
+                        w.fence,
+                        w.worker,
+                        rel(w.start),
+                        top.fence,
+                        top.worker
+                    ),
+                );
             }
             if largest.is_none_or(|top| w.fence >= top.fence) {
                 largest = Some(w);
@@ -590,7 +590,10 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
         if !lost || !h.watchdog || initial.min(shortest) < 300 {
             continue;
         }
-        if quiet(h.sent.saturating_sub(us(QUIET_AFTER_FAULT)), h.end.max(h.released)) {
+        if quiet(
+            h.sent.saturating_sub(us(QUIET_AFTER_FAULT)),
+            h.end.max(h.released),
+        ) {
             report.violation(
                 "quiet-loss",
                 &h.key,
@@ -640,7 +643,14 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
 
 /// The events of `key` (and the faults) around `[from, to]`, as lines with times relative to
 /// `origin`, at most `limit` of them, closest to the violation first kept.
-pub fn excerpt(events: &[Event], key: Option<&str>, from: u64, to: u64, origin: u64, limit: usize) -> String {
+pub fn excerpt(
+    events: &[Event],
+    key: Option<&str>,
+    from: u64,
+    to: u64,
+    origin: u64,
+    limit: usize,
+) -> String {
     let margin = 1_000_000;
     let span = (from.saturating_sub(margin), to.saturating_add(margin));
     let mut lines: Vec<(u64, String)> = events
@@ -668,7 +678,11 @@ pub fn excerpt(events: &[Event], key: Option<&str>, from: u64, to: u64, origin: 
     }
     let mut out = String::new();
     for (t, line) in lines {
-        let _ = writeln!(out, "  {:>9.3}s  {line}", t.saturating_sub(origin) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "  {:>9.3}s  {line}",
+            t.saturating_sub(origin) as f64 / 1e6
+        );
     }
     out
 }

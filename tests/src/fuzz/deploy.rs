@@ -14,7 +14,6 @@ use super::proxy::{FaultProxy, ProxyRuntime};
 use super::worker::Target;
 use crate::{RedisCluster, RedisServer};
 
-
 /// Which deployment a run targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -104,6 +103,9 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A Cluster node's role: `(is primary, its primary's index if a replica, slot ranges)`.
+pub type Role = (bool, Option<usize>, Vec<(u16, u16)>);
 
 /// A running deployment.
 #[derive(Debug)]
@@ -389,8 +391,9 @@ impl Deployment {
 
     /// Cluster: `(is primary, primary's index for a replica, slot ranges)` for every node, as
     /// the first node that answers sees them.
-    pub fn cluster_roles(&self) -> Option<Vec<(bool, Option<usize>, Vec<(u16, u16)>)>> {
-        let healthy = (0..6).find_map(|i| admin::<String>(self.port(i), &["CLUSTER", "NODES"]).ok())?;
+    pub fn cluster_roles(&self) -> Option<Vec<Role>> {
+        let healthy =
+            (0..6).find_map(|i| admin::<String>(self.port(i), &["CLUSTER", "NODES"]).ok())?;
         let mut roles = vec![(false, None, Vec::new()); 6];
         for line in healthy.lines() {
             let f: Vec<&str> = line.split(' ').collect();
@@ -424,9 +427,9 @@ impl Deployment {
     pub fn owner_of(&self, key: &str) -> Option<usize> {
         let slot = Self::slot_of(key);
         let roles = self.cluster_roles()?;
-        roles
-            .iter()
-            .position(|(master, _, slots)| *master && slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+        roles.iter().position(|(master, _, slots)| {
+            *master && slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
+        })
     }
 
     /// Cluster: node `i`'s replica.
@@ -469,8 +472,7 @@ impl Deployment {
             admin::<()>(dst, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id])?;
             admin::<()>(src, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id])?;
             loop {
-                let keys: Vec<String> =
-                    admin(src, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"])?;
+                let keys: Vec<String> = admin(src, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"])?;
                 if keys.is_empty() {
                     break;
                 }
@@ -484,15 +486,17 @@ impl Deployment {
             let roles = self.cluster_roles().ok_or("no roles")?;
             for (i, (master, _, _)) in roles.iter().enumerate() {
                 if *master && i != from && i != to {
-                    let _ = admin::<()>(self.port(i), &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+                    let _ = admin::<()>(
+                        self.port(i),
+                        &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id],
+                    );
                 }
             }
             Ok(())
         };
-        steps().map_err(|e| {
+        steps().inspect_err(|_| {
             let _ = admin::<()>(src, &["CLUSTER", "SETSLOT", &slot, "STABLE"]);
             let _ = admin::<()>(dst, &["CLUSTER", "SETSLOT", &slot, "STABLE"]);
-            e
         })?;
         Ok((from, to))
     }
@@ -577,9 +581,10 @@ impl Monitor {
                 })
             }
             Kind::Cluster => {
-                let nodes = self.ports.iter().find_map(|&p| {
-                    admin_within::<String>(p, &["CLUSTER", "NODES"], quick).ok()
-                })?;
+                let nodes = self
+                    .ports
+                    .iter()
+                    .find_map(|&p| admin_within::<String>(p, &["CLUSTER", "NODES"], quick).ok())?;
                 let mut primaries: Vec<usize> = nodes
                     .lines()
                     .filter_map(|line| {

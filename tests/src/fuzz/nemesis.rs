@@ -174,7 +174,10 @@ fn draw(rng: &mut Rng, kind: Kind, workers: usize) -> Fault {
     match rng.weighted(&weights) {
         0 => Fault::PauseNode { pick, span: pause },
         1 => Fault::RestartNode { pick },
-        2 => Fault::KillNode { pick, span: short_pause },
+        2 => Fault::KillNode {
+            pick,
+            span: short_pause,
+        },
         3 => Fault::FlushAll { pick },
         4 => Fault::ScriptFlush { pick },
         5 => Fault::Latency {
@@ -592,12 +595,7 @@ impl<'a> Nemesis<'a> {
                     let keys = self.keys_on(i);
                     match self.deployment.cluster_failover(i, *force) {
                         Ok(replica) => {
-                            event.kind = if *force {
-                                "failover-force"
-                            } else {
-                                "failover"
-                            }
-                            .into();
+                            event.kind = if *force { "failover-force" } else { "failover" }.into();
                             event.target = format!("node{i}->node{replica}");
                             event.node = Some(i);
                             event.data_loss = *force;

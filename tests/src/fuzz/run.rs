@@ -103,7 +103,14 @@ impl RunResult {
                     out,
                     "  history of `{}` around it (seconds from the start):\n{}",
                     v.key.as_deref().unwrap_or("*"),
-                    checker::excerpt(&self.events, v.key.as_deref(), v.from, v.to, self.origin, 30)
+                    checker::excerpt(
+                        &self.events,
+                        v.key.as_deref(),
+                        v.from,
+                        v.to,
+                        self.origin,
+                        30
+                    )
                 );
             }
         }
@@ -383,7 +390,12 @@ fn watch(monitor: &Monitor, kind: Kind, stop: &std::sync::atomic::AtomicBool) ->
                 && *before != now.primaries
             {
                 let target = format!("{before:?}->{:?}", now.primaries);
-                events.push(fault("primary-switch", target, now_us(), kind == Kind::Sentinel));
+                events.push(fault(
+                    "primary-switch",
+                    target,
+                    now_us(),
+                    kind == Kind::Sentinel,
+                ));
             }
             last = Some(now.primaries);
             match (now.claiming.len() > 1, split_since) {

@@ -20,7 +20,9 @@ use std::time::Duration;
 use distlock::{LockClient, LockError, LockGuard, MemoryStore};
 use tokio::time::Instant;
 
-use super::history::{Answer, Attempt, Begin, End, Event, Exit, Extend, Hold, Outcome, Sink, Via, Write, now_us};
+use super::history::{
+    Answer, Attempt, Begin, End, Event, Exit, Extend, Hold, Outcome, Sink, Via, Write, now_us,
+};
 use super::rng::Rng;
 use super::store::FencedStore;
 
@@ -411,9 +413,16 @@ pub async fn run_worker(spec: WorkerSpec, client: LockClient, store: FencedStore
 
 impl Worker {
     async fn task(self: Arc<Self>, task: u32) {
-        let mut rng = Rng::derive(self.spec.seed, &[1, u64::from(self.spec.id), u64::from(task)]);
+        let mut rng = Rng::derive(
+            self.spec.seed,
+            &[1, u64::from(self.spec.id), u64::from(task)],
+        );
         while Instant::now() < self.until {
-            let plan = OpPlan::draw(&mut rng, self.spec.keys.len(), self.spec.uses_default_client);
+            let plan = OpPlan::draw(
+                &mut rng,
+                self.spec.keys.len(),
+                self.spec.uses_default_client,
+            );
             self.execute(&plan).await;
             tokio::time::sleep(plan.think).await;
         }
@@ -424,7 +433,10 @@ impl Worker {
             Style::Lock => self.plain(plan, None).await,
             Style::Timeout(limit) => self.plain(plan, Some(limit)).await,
             Style::Guarded(variant) => self.guarded(plan, variant, Via::Macro, false).await,
-            Style::Default => self.guarded(plan, Variant::Default, Via::Default, false).await,
+            Style::Default => {
+                self.guarded(plan, Variant::Default, Via::Default, false)
+                    .await
+            }
             Style::Nested => self.guarded(plan, Variant::Wait, Via::Macro, true).await,
             Style::Joined(variant) => self.joined(plan, variant).await,
         }
@@ -678,7 +690,10 @@ impl Worker {
         let a = self.body(key, Via::Joined, variant, &plan.steps, Then::Nothing);
         let b = self.body(key, Via::Joined, variant, &plan.steps, Then::Nothing);
         // Each is recorded the moment it returns, not when both have.
-        tokio::join!(self.call_and_finish(variant, &a), self.call_and_finish(variant, &b));
+        tokio::join!(
+            self.call_and_finish(variant, &a),
+            self.call_and_finish(variant, &b)
+        );
     }
 
     /// Inside a guarded body holding `key` with `fence`: a re-entrant call on the same key
@@ -692,7 +707,13 @@ impl Worker {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             let steps = [Step::Sleep(Duration::from_millis(10)), Step::Write];
-            let inner = self.body(key, Via::Reenter, Variant::Short, &steps, Then::Reenter(fence));
+            let inner = self.body(
+                key,
+                Via::Reenter,
+                Variant::Short,
+                &steps,
+                Then::Reenter(fence),
+            );
             let result = guarded_short(&self.client, key, &inner).await;
             inner.finish(Some(result));
             let other = self.spec.keys[other].as_str();
@@ -795,7 +816,11 @@ impl Body<'_> {
             wait_ms: self.variant.wait_ms(),
             watchdog: true,
             start: self.start,
-            end: if entered != 0 && !reenter { entered } else { end },
+            end: if entered != 0 && !reenter {
+                entered
+            } else {
+                end
+            },
             outcome,
             fence,
         }));
