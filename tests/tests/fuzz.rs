@@ -8,7 +8,9 @@
 //!   timing varies);
 //! - `FUZZ_SEEDS=<n>`: run `n` fresh seeds (printed) instead of the fixed ones;
 //! - `FUZZ_DEPLOYMENT=memory|redis|sentinel|redlock|cluster`: run only that one;
-//! - `FUZZ_DUMP=<dir>`: also write each run's merged history to `<dir>/<deployment>-<seed>.history`.
+//! - `FUZZ_DUMP=<dir>`: also write each run's merged history to `<dir>/<deployment>-<seed>.history`;
+//! - `FUZZ_RECHECK=<dir>/<deployment>-<seed>.history`: only check a written history again
+//!   (`recheck_a_written_history`; the leak check needs the live run and is not repeated).
 //!
 //! A failing run prints its seed, the summary, and the events of the offending key around
 //! each violation.
@@ -16,7 +18,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use distlock_tests::fuzz::checker::{CheckConfig, check, excerpt};
 use distlock_tests::fuzz::deploy::Kind;
+use distlock_tests::fuzz::history::{Event, read_history};
 use distlock_tests::fuzz::run::{RunConfig, run_one};
 
 /// The runs share two cores with everything else: one at a time.
@@ -89,4 +93,44 @@ fn fuzz_redlock() {
 #[test]
 fn fuzz_cluster() {
     fuzz(Kind::Cluster, &[505]);
+}
+
+#[test]
+fn recheck_a_written_history() {
+    let Ok(path) = std::env::var("FUZZ_RECHECK") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("the history file");
+    let events = read_history(&text);
+    let name = std::path::Path::new(&path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| name.starts_with(k.name()))
+        .expect("a history named <deployment>-<seed>.history");
+    let config = RunConfig::new(kind, 0, Duration::ZERO, "".into());
+    let origin = events.iter().map(Event::at).min().unwrap_or(0);
+    let report = check(
+        &events,
+        &CheckConfig {
+            command_timeout: config.command_timeout,
+            redlock_nodes: (kind == Kind::Redlock).then_some(3),
+            settle: kind.settle(),
+            origin,
+            finished: events.iter().map(Event::until).max().unwrap_or(0),
+        },
+    );
+    println!("{}", report.summary());
+    for (kind, (n, examples)) in &report.warnings {
+        println!("warning {kind}: {n}, e.g. {}", examples.join("; "));
+    }
+    for v in &report.violations {
+        println!("VIOLATION {}: {}", v.kind, v.message);
+        println!(
+            "{}",
+            excerpt(&events, v.key.as_deref(), v.from, v.to, origin, 30)
+        );
+    }
 }

@@ -17,12 +17,18 @@
 //!   accepted before for that key.
 //! - **fence-order**: an acquisition that started after another had returned got a fence not
 //!   larger than that one's.
-//! - **wait-bound**: an acquire outlived its wait by more than the command timeout plus
-//!   [`WAIT_SLACK`] (plus any time its worker was paused by the nemesis); an acquire inside a
-//!   timeout outlived the timeout by more than `WAIT_SLACK`; an acquire never returned.
+//! - **wait-bound**: an acquire outlived its wait by more than twice the command timeout plus
+//!   [`WAIT_SLACK`] (the last try may start just before the deadline and take a command
+//!   timeout, and the client library may reconnect and resend it once; plus any time its
+//!   worker was paused by the nemesis); an acquire inside a timeout outlived the timeout by
+//!   more than `WAIT_SLACK`; an acquire never returned. Beyond one command timeout (but within
+//!   two) is a warning (`wait-overrun`).
 //! - **leak**: a key still held once every worker exited and the longest lease passed.
 //! - **phantom**: an acquire was refused as busy while nobody could have held the key: no other
-//!   attempt on it had started and not yet ended plus its longest lease (+100 ms).
+//!   attempt on it had started and not yet ended plus its longest lease (+100 ms), counting an
+//!   attempt caught in a fault as ending when the fault was healed (under Redlock, refused
+//!   attempts count too: a partial grant whose undo failed lingers). Within a
+//!   failover or split brain (+ settle) a stale copy can answer: a warning (`busy-in-failover`).
 //! - **quiet-loss**: a watchdog-renewed lease of 300 ms or more was lost (or its release found it
 //!   gone) while no fault had been injected since [`QUIET_AFTER_FAULT`] before it was taken.
 //! - **reentry**: a guarded call nested in a guarded body on the same key did not run at once
@@ -183,17 +189,22 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 
 /// Per key, the spans during which someone could have held it: from the start of every
 /// attempt that may have set the key to the end of its holding plus its longest lease (+100
-/// ms). `tight`: a release that was answered ends the holding at once, a dropped guard 100 ms
-/// later.
+/// ms). A command caught in a fault (a frozen node, a blackholed or slowed connection, a
+/// frozen worker) may only run when the fault is healed: then the span reaches that far plus
+/// the lease. `tight`: a release that was answered ends the holding at once, a dropped guard
+/// 100 ms later. `busy_may_hold`: under Redlock a refused attempt may leave its grant on a node
+/// whose undo did not get through.
 fn holding_windows(
     attempts: &[&Attempt],
     holds: &HashMap<(u32, u64), &Hold>,
     open: &[&Begin],
+    faults: &[&Fault],
     tight: bool,
+    busy_may_hold: bool,
 ) -> Vec<(u64, u64, (u32, u64))> {
     let mut windows = Vec::new();
     for a in attempts {
-        if matches!(a.outcome, Outcome::Busy) || a.via == Via::Reenter {
+        if (a.outcome == Outcome::Busy && !busy_may_hold) || a.via == Via::Reenter {
             continue;
         }
         let id = (a.worker, a.id);
@@ -202,12 +213,19 @@ fn holding_windows(
             (Outcome::Ok, None) => (u64::MAX / 2, a.ttl_ms),
             _ => (a.end, a.ttl_ms),
         };
+        let stuck_until = faults
+            .iter()
+            .filter(|f| f.end > f.start && overlaps((f.start, f.end), (a.start, end)))
+            .map(|f| f.end)
+            .max()
+            .unwrap_or(0);
         let linger = match holds.get(&id) {
             Some(h) if tight && h.release == Answer::Ok => 20_000,
             Some(h) if tight && h.reason == End::Drop => 100_000,
             Some(h) if tight && h.reason == End::BodyDone => 20_000,
             _ => ttl_ms * 1000 + 100_000,
         };
+        let end = if tight { end } else { end.max(stuck_until) };
         windows.push((a.start, end.saturating_add(linger), id));
     }
     for b in open {
@@ -228,6 +246,7 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
     let mut faults: Vec<&Fault> = Vec::new();
     let mut exits: HashMap<u32, u64> = HashMap::new();
     let mut extends_min: HashMap<(u32, u64), u64> = HashMap::new();
+    let mut extends: Vec<&super::history::Extend> = Vec::new();
     for event in events {
         match event {
             Event::Begin(b) => {
@@ -255,6 +274,7 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
                 }
             }
             Event::Extend(x) => {
+                extends.push(x);
                 *report.extends.entry(x.answer.to_string()).or_default() += 1;
                 let min = extends_min.entry((x.worker, x.id)).or_insert(u64::MAX);
                 *min = (*min).min(x.ttl_ms);
@@ -348,6 +368,21 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
                     );
                     continue;
                 }
+                let extended: Vec<String> = extends
+                    .iter()
+                    .filter(|x| {
+                        x.worker == a.worker
+                            && x.id == a.id
+                            && x.key == *key
+                            && x.start < b.acquired
+                    })
+                    .map(|x| format!("{} ms at {} ({})", x.ttl_ms, rel(x.start), x.answer))
+                    .collect();
+                let extended = if extended.is_empty() {
+                    String::new()
+                } else {
+                    format!("; the first had extended to {}", extended.join(", "))
+                };
                 report.violation(
                     "overlap",
                     key,
@@ -356,7 +391,7 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
                     format!(
                         "`{key}`: worker {} (attempt {}, {}, fence {}, ttl {} ms, watchdog {}) saw it held \
                          until {}, but worker {} (attempt {}, {}, fence {}) acquired it at {}: {:.1} ms \
-                         together (allowed {:.1} ms)",
+                         together (allowed {:.1} ms){extended}",
                         a.worker,
                         a.id,
                         a.via,
@@ -458,13 +493,34 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
     let timeout = us(config.command_timeout);
     for list in attempts.values() {
         for a in list {
-            let allowed = match a.via {
+            // The last try may start just before the deadline and take a command timeout;
+            // the connection under it may be re-established once more (the client library
+            // reconnects and resends): beyond one timeout is a warning, beyond two a violation.
+            let (tolerated, allowed) = match a.via {
                 Via::Reenter => continue,
-                Via::Timeout => a.wait_ms * 1000 + us(WAIT_SLACK),
-                _ => a.wait_ms * 1000 + timeout + us(WAIT_SLACK),
+                Via::Timeout => (0, a.wait_ms * 1000 + us(WAIT_SLACK)),
+                _ => (
+                    a.wait_ms * 1000 + timeout + us(WAIT_SLACK),
+                    a.wait_ms * 1000 + 2 * timeout + us(WAIT_SLACK),
+                ),
             };
             let took = a.end.saturating_sub(a.start);
-            let allowed = allowed + paused(a.worker, a.start, a.end);
+            let pause = paused(a.worker, a.start, a.end);
+            let (tolerated, allowed) = (tolerated + pause, allowed + pause);
+            if took > tolerated && took <= allowed && a.via != Via::Timeout {
+                report.warn(
+                    "wait-overrun",
+                    format!(
+                        "`{}` worker {} attempt {} ({}, wait {} ms) took {:.0} ms",
+                        a.key,
+                        a.worker,
+                        a.id,
+                        a.via,
+                        a.wait_ms,
+                        took as f64 / 1000.0
+                    ),
+                );
+            }
             if took > allowed {
                 report.violation(
                     "wait-bound",
@@ -511,8 +567,9 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
     // (e) phantom holders, and (warning) busy on a free key.
     for (key, list) in &attempts {
         let open_here: Vec<&Begin> = open.iter().filter(|b| b.key == *key).copied().collect();
-        let lenient = holding_windows(list, &holds, &open_here, false);
-        let tight = holding_windows(list, &holds, &open_here, true);
+        let redlock = config.redlock_nodes.is_some();
+        let lenient = holding_windows(list, &holds, &open_here, &faults, false, redlock);
+        let tight = holding_windows(list, &holds, &open_here, &faults, true, false);
         for a in list {
             if a.outcome != Outcome::Busy {
                 continue;
@@ -524,7 +581,23 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
                     .iter()
                     .any(|(s, e, id)| *id != me && overlaps((*s, *e), probe))
             };
-            if !covered(&lenient, probe) {
+            let failing_over = faults.iter().any(|f| {
+                matches!(
+                    f.kind.as_str(),
+                    "split-brain" | "primary-switch" | "failover" | "failover-force"
+                ) && overlaps((f.start, f.end + us(config.settle)), probe)
+            });
+            if !covered(&lenient, probe) && failing_over {
+                report.warn(
+                    "busy-in-failover",
+                    format!(
+                        "`{key}` worker {} attempt {} busy at {} with nobody holding it",
+                        a.worker,
+                        a.id,
+                        rel(a.end)
+                    ),
+                );
+            } else if !covered(&lenient, probe) {
                 report.violation(
                     "phantom",
                     key,

@@ -39,6 +39,15 @@ impl Kind {
         Kind::Cluster,
     ];
 
+    /// How long after a fault that may lose locks clients may still be split between old and
+    /// new primaries (they follow a failover within about this long).
+    pub fn settle(self) -> Duration {
+        match self {
+            Kind::Sentinel | Kind::Cluster => Duration::from_secs(1),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Its name (`FUZZ_DEPLOYMENT`).
     pub fn name(self) -> &'static str {
         match self {

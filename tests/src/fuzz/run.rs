@@ -301,10 +301,7 @@ pub fn run_one(config: &RunConfig) -> RunResult {
     let check = CheckConfig {
         command_timeout: config.command_timeout,
         redlock_nodes: (config.kind == Kind::Redlock).then_some(deployment.node_count()),
-        settle: match config.kind {
-            Kind::Sentinel | Kind::Cluster => Duration::from_secs(1),
-            _ => Duration::ZERO,
-        },
+        settle: config.kind.settle(),
         origin,
         finished,
     };
