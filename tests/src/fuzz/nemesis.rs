@@ -161,10 +161,10 @@ fn draw(rng: &mut Rng, kind: Kind, workers: usize) -> Fault {
     // ReplyLossCut, PauseWorker, Failover, Migrate, ClearStore.
     let weights: [u32; 13] = match kind {
         Kind::Memory => [0, 0, 0, 0, 0, 0, 0, 0, 0, 60, 0, 0, 40],
-        Kind::Redis => [15, 8, 4, 6, 5, 12, 12, 8, 12, 12, 0, 0, 0],
+        Kind::Redis => [12, 5, 3, 4, 5, 20, 12, 8, 12, 10, 0, 0, 0],
         Kind::Sentinel => [20, 8, 0, 5, 5, 0, 0, 0, 0, 15, 12, 0, 0],
         Kind::Redlock => [20, 14, 6, 6, 4, 10, 10, 6, 10, 10, 0, 0, 0],
-        Kind::Cluster => [10, 5, 0, 4, 4, 8, 10, 8, 14, 8, 10, 14, 0],
+        Kind::Cluster => [10, 5, 0, 4, 4, 12, 10, 8, 14, 8, 10, 14, 0],
     };
     let pause = match kind {
         Kind::Redlock => long_pause,
