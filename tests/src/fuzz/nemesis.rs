@@ -49,7 +49,7 @@ pub enum Fault {
     },
     /// Latency on a worker's connections to a node (Cluster: everyone's).
     Latency {
-        /// Which worker.
+        /// Which worker (the number of workers: all of them).
         worker: usize,
         /// Which node.
         pick: u64,
@@ -149,6 +149,8 @@ fn draw(rng: &mut Rng, kind: Kind, workers: usize) -> Fault {
     let pick = rng.next_u64();
     let conn = rng.next_u64();
     let worker = rng.below(workers.max(1));
+    // Latency hits one worker's connections, or (one draw in four) everyone's.
+    let slowed = if rng.chance(25) { workers } else { worker };
     let long_pause = rng.millis(100, 2500);
     let short_pause = rng.millis(50, 1500);
     let span = rng.millis(300, 2500);
@@ -181,7 +183,7 @@ fn draw(rng: &mut Rng, kind: Kind, workers: usize) -> Fault {
         3 => Fault::FlushAll { pick },
         4 => Fault::ScriptFlush { pick },
         5 => Fault::Latency {
-            worker,
+            worker: slowed,
             pick,
             latency,
             span,
@@ -221,7 +223,7 @@ pub enum Pauser {
 enum Heal {
     ResumeNode(usize),
     StartNode(usize),
-    Latency(usize, usize),
+    Latency(Vec<usize>, usize),
     Unblackhole(usize, usize, u64),
     Cut(usize, usize, u64),
     ResumeWorker(usize),
@@ -248,6 +250,21 @@ impl std::fmt::Debug for Nemesis<'_> {
             .field("events", &self.events.len())
             .field("skipped", &self.skipped)
             .finish_non_exhaustive()
+    }
+}
+
+impl Pauser {
+    /// How many workers.
+    pub fn len(&self) -> usize {
+        match self {
+            Pauser::Pids(pids) => pids.len(),
+            Pauser::Freezers(freezers) => freezers.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -329,9 +346,11 @@ impl<'a> Nemesis<'a> {
                 self.deployment.restart(i);
                 self.down.remove(&i);
             }
-            Heal::Latency(w, n) => {
-                if let Some(p) = self.deployment.proxy(w, n) {
-                    p.set_latency(Duration::ZERO);
+            Heal::Latency(workers, n) => {
+                for w in workers {
+                    if let Some(p) = self.deployment.proxy(w, n) {
+                        p.set_latency(Duration::ZERO);
+                    }
                 }
             }
             Heal::Unblackhole(w, n, c) => {
@@ -483,15 +502,26 @@ impl<'a> Nemesis<'a> {
                     self.skipped += 1;
                     return;
                 };
-                let Some(proxy) = self.deployment.proxy(*worker, i) else {
-                    self.skipped += 1;
-                    return;
+                let everyone = *worker >= self.pauser.len();
+                let slowed: Vec<usize> = if everyone {
+                    (0..self.pauser.len()).collect()
+                } else {
+                    vec![*worker]
                 };
-                proxy.set_latency(*latency);
+                for &w in &slowed {
+                    if let Some(proxy) = self.deployment.proxy(w, i) {
+                        proxy.set_latency(*latency);
+                    }
+                }
                 event.kind = "latency".into();
                 event.node = Some(i);
-                event.target = format!("w{worker}/node{i}/{}ms", latency.as_millis());
-                Some((now + *span, Heal::Latency(*worker, i)))
+                let who = if everyone {
+                    "all".to_owned()
+                } else {
+                    format!("w{worker}")
+                };
+                event.target = format!("{who}/node{i}/{}ms", latency.as_millis());
+                Some((now + *span, Heal::Latency(slowed, i)))
             }
             Fault::Blackhole {
                 worker,

@@ -317,7 +317,7 @@ impl OpPlan {
             .map(|_| {
                 let sleep = rng.millis(5, longest_sleep);
                 let extend = rng.millis(100, MAX_LEASE.as_millis() as u64);
-                match rng.weighted(&[50, 35, 15]) {
+                match rng.weighted(&[45, 30, 25]) {
                     0 => Step::Sleep(sleep),
                     1 => Step::Write,
                     _ => Step::Extend(extend),
