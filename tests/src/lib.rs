@@ -6,6 +6,7 @@
 //! [`resume`](RedisServer::resume) and [`restart`](RedisServer::restart) it; a
 //! [`TcpProxy`] in front of it adds latency, blackholes and cut connections.
 
+pub mod fuzz;
 mod proxy;
 
 pub use proxy::TcpProxy;
@@ -255,6 +256,17 @@ impl RedisServer {
         panic!("redis-server did not restart; its log:\n{}", self.log());
     }
 
+    /// Like [`restart`](Self::restart), with other command-line settings from now on (a
+    /// replica that was promoted comes back as a primary with `&[]`).
+    ///
+    /// # Panics
+    ///
+    /// When it does not come back.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.restart();
+    }
+
     /// A plain synchronous connection, for setting up and checking state.
     ///
     /// # Panics
@@ -482,6 +494,11 @@ impl RedisCluster {
     /// The nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Takes the nodes out (to restart or reconfigure them one by one); they stop when dropped.
+    pub fn into_nodes(self) -> Vec<RedisServer> {
+        self.nodes
     }
 
     /// The index of the node that owns `key`'s slot (from `CLUSTER SLOTS`).
