@@ -28,11 +28,17 @@
 //!   attempt on it had started and not yet ended plus its longest lease (+100 ms), counting an
 //!   attempt caught in a fault as ending when the fault was healed (under Redlock, refused
 //!   attempts count too: a partial grant whose undo failed lingers). Within a
-//!   failover or split brain (+ settle) a stale copy can answer: a warning (`busy-in-failover`).
+//!   failover or split brain (+ settle) a stale copy can answer: a warning (`busy-in-failover`);
+//!   so is a refusal while another task of the same worker was mid-attempt (the local turn).
 //! - **quiet-loss**: a watchdog-renewed lease of 300 ms or more was lost (or its release found it
 //!   gone) while no fault had been injected since [`QUIET_AFTER_FAULT`] before it was taken.
 //! - **reentry**: a guarded call nested in a guarded body on the same key did not run at once
 //!   with the outer fence.
+//! - **orphan** (not under Redlock): the deployment named a holder (`inspect`, polled every
+//!   50 ms) whose fence no acquire returned, set (a fence is the server clock in µs when it was
+//!   set) while the only attempts in flight on the key, counting those caught in a fault until
+//!   it healed, had been answered "busy": an acquire that took the lock and reported busy (a
+//!   replayed command).
 //!
 //! Warnings (counted, not failing): a busy answer while nobody held the key by the tight
 //! reckoning (releases that were answered end the holding at once), releases that found the
@@ -247,6 +253,7 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
     let mut exits: HashMap<u32, u64> = HashMap::new();
     let mut extends_min: HashMap<(u32, u64), u64> = HashMap::new();
     let mut extends: Vec<&super::history::Extend> = Vec::new();
+    let mut seen: Vec<&super::history::Seen> = Vec::new();
     for event in events {
         match event {
             Event::Begin(b) => {
@@ -286,6 +293,7 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
             Event::Exit(e) => {
                 exits.insert(e.worker, e.at);
             }
+            Event::Seen(e) => seen.push(e),
         }
     }
     let open: Vec<&Begin> = begins
@@ -587,7 +595,23 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
                     "split-brain" | "primary-switch" | "failover" | "failover-force"
                 ) && overlaps((f.start, f.end + us(config.settle)), probe)
             });
-            if !covered(&lenient, probe) && failing_over {
+            // Another task of the same client mid-attempt holds the local turn: a one-try
+            // acquire is turned away by it without asking the server.
+            let local_turn = list
+                .iter()
+                .any(|o| o.worker == a.worker && o.id != a.id && overlaps((o.start, o.end), probe));
+            if !covered(&lenient, probe) && local_turn {
+                report.warn(
+                    "busy-behind-local-attempt",
+                    format!(
+                        "`{key}` worker {} attempt {} busy at {} while another task of it was \
+                         acquiring",
+                        a.worker,
+                        a.id,
+                        rel(a.end)
+                    ),
+                );
+            } else if !covered(&lenient, probe) && failing_over {
                 report.warn(
                     "busy-in-failover",
                     format!(
@@ -626,6 +650,72 @@ pub fn check(events: &[Event], config: &CheckConfig) -> Report {
                     ),
                 );
             }
+        }
+    }
+
+    // (h) orphan locks: the deployment named a holder whose fence no acquisition returned,
+    // set (its fence is the server clock when it was set) while the only attempts in flight
+    // on the key had been told "busy".
+    if config.redlock_nodes.is_none() {
+        let granted: std::collections::HashSet<(&str, u64)> = attempts
+            .values()
+            .flatten()
+            .filter(|a| a.outcome == Outcome::Ok)
+            .map(|a| (a.key.as_str(), a.fence))
+            .collect();
+        let mut reported = std::collections::HashSet::new();
+        for s in &seen {
+            if granted.contains(&(s.key.as_str(), s.fence)) || !reported.insert((&s.key, s.fence)) {
+                continue;
+            }
+            let set_at = (s.fence.saturating_sub(2_000), s.fence + 2_000);
+            let list = attempts.get(s.key.as_str()).map_or(&[][..], Vec::as_slice);
+            let may_have = |a: &&Attempt| {
+                let stuck_until = faults
+                    .iter()
+                    .filter(|f| f.end > f.start && overlaps((f.start, f.end), (a.start, a.end)))
+                    .map(|f| f.end)
+                    .max()
+                    .unwrap_or(0);
+                overlaps((a.start, a.end.max(stuck_until)), set_at)
+            };
+            let explained = list
+                .iter()
+                .any(|a| a.outcome != Outcome::Busy && a.via != Via::Reenter && may_have(a))
+                || open.iter().any(|b| b.key == s.key && b.start <= set_at.1)
+                || faults.iter().any(|f| {
+                    matches!(f.kind.as_str(), "split-brain" | "primary-switch")
+                        && overlaps((f.start, f.end + us(config.settle)), set_at)
+                });
+            let refused: Vec<String> = list
+                .iter()
+                .filter(|a| a.outcome == Outcome::Busy && may_have(a))
+                .map(|a| format!("worker {} attempt {} ({})", a.worker, a.id, a.via))
+                .collect();
+            if explained || refused.is_empty() {
+                continue;
+            }
+            let last_seen = seen
+                .iter()
+                .filter(|o| o.key == s.key && o.fence == s.fence)
+                .map(|o| o.at)
+                .max()
+                .unwrap_or(s.at);
+            report.violation(
+                "orphan",
+                &s.key,
+                s.fence,
+                last_seen,
+                format!(
+                    "`{}`: a lock with fence {} was set at {} and still held at {} though no \
+                     acquire got it: the attempts in flight then were told busy ({})",
+                    s.key,
+                    s.fence,
+                    rel(s.fence),
+                    rel(last_seen),
+                    refused.join(", ")
+                ),
+            );
         }
     }
 

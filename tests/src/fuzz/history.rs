@@ -267,6 +267,17 @@ pub struct Fault {
     pub keys: Vec<String>,
 }
 
+/// Who the deployment said held a key (`client.inspect`), polled by the harness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The key.
+    pub key: String,
+    /// The holder's fencing token.
+    pub fence: u64,
+    /// When it was asked.
+    pub at: u64,
+}
+
 /// A worker finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
@@ -295,6 +306,8 @@ pub enum Event {
     Fault(Fault),
     /// `E`: a worker exited.
     Exit(Exit),
+    /// `S`: the deployment named a holder.
+    Seen(Seen),
 }
 
 impl Event {
@@ -306,6 +319,7 @@ impl Event {
             Event::Hold(e) => Some(&e.key),
             Event::Write(e) => Some(&e.key),
             Event::Extend(e) => Some(&e.key),
+            Event::Seen(e) => Some(&e.key),
             Event::Fault(_) | Event::Exit(_) => None,
         }
     }
@@ -320,6 +334,7 @@ impl Event {
             Event::Extend(e) => e.start,
             Event::Fault(e) => e.start,
             Event::Exit(e) => e.at,
+            Event::Seen(e) => e.at,
         }
     }
 
@@ -333,6 +348,7 @@ impl Event {
             Event::Extend(e) => e.end,
             Event::Fault(e) => e.end,
             Event::Exit(e) => e.at,
+            Event::Seen(e) => e.at,
         }
     }
 
@@ -414,6 +430,7 @@ impl Event {
                 }
             ),
             Event::Exit(e) => write!(s, "E w={} at={} stuck={}", e.worker, e.at, e.stuck),
+            Event::Seen(e) => write!(s, "S key={} f={} at={}", e.key, e.fence, e.at),
         };
         s
     }
@@ -503,6 +520,11 @@ impl Event {
                 worker: worker()?,
                 at: num("at")?,
                 stuck: num("stuck")?,
+            }),
+            "S" => Event::Seen(Seen {
+                key: text("key")?,
+                fence: num("f")?,
+                at: num("at")?,
             }),
             _ => return None,
         })
@@ -618,6 +640,11 @@ mod tests {
                 worker: 1,
                 at: 99,
                 stuck: 0,
+            }),
+            Event::Seen(Seen {
+                key: "k2".into(),
+                fence: 12,
+                at: 34,
             }),
         ];
         for event in events {

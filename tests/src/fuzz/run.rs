@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::checker::{self, CheckConfig, Report, Violation};
 use super::deploy::{Deployment, Kind, Monitor};
-use super::history::Fault;
 use super::history::{Event, Sink, now_us, read_history};
+use super::history::{Fault, Seen};
 use super::nemesis::{self, Nemesis, Pauser};
 use super::store::FencedStore;
-use super::worker::{self, MAX_LEASE, WorkerSpec};
+use super::worker::{self, MAX_LEASE, Target, WorkerSpec};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -243,6 +243,14 @@ pub fn run_one(config: &RunConfig) -> RunResult {
         std::thread::spawn(move || watch(&monitor, kind, &stop))
     };
 
+    // Who the deployment names as holder, every 50 ms (orphan locks show up here).
+    let observer = {
+        let target = deployment.direct_target();
+        let keys = config.keys.clone();
+        let stop = stop_watching.clone();
+        std::thread::spawn(move || observe(&target, &keys, &stop))
+    };
+
     let (nemesis_events, skipped) = {
         let mut nemesis = Nemesis::new(&mut deployment, &pauser, &config.keys);
         nemesis.run(&schedule, run_start, run_start + config.run);
@@ -273,6 +281,7 @@ pub fn run_one(config: &RunConfig) -> RunResult {
     drop(children);
     stop_watching.store(true, std::sync::atomic::Ordering::Relaxed);
     let watched = watcher.join().unwrap_or_default();
+    let observed = observer.join().unwrap_or_default();
 
     // Every lease a worker could have left behind has run out by now.
     std::thread::sleep(MAX_LEASE + Duration::from_millis(500));
@@ -280,6 +289,7 @@ pub fn run_one(config: &RunConfig) -> RunResult {
 
     let mut events = nemesis_events;
     events.extend(watched);
+    events.extend(observed);
     events.extend(
         memory_events
             .lock()
@@ -410,4 +420,39 @@ fn watch(monitor: &Monitor, kind: Kind, stop: &std::sync::atomic::AtomicBool) ->
         events.push(fault("split-brain", "primaries".into(), since, true));
     }
     events
+}
+
+/// Asks the deployment who holds each key every 50 ms until `stop`; one event per holder
+/// change.
+fn observe(target: &Target, keys: &[String], stop: &std::sync::atomic::AtomicBool) -> Vec<Event> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the observer");
+    runtime.block_on(async {
+        let client = target.client(Duration::from_millis(200)).await;
+        let mut events = Vec::new();
+        let mut last: Vec<Option<u64>> = vec![None; keys.len()];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, key) in keys.iter().enumerate() {
+                let at = now_us();
+                let Ok(info) = client.inspect(key).await else {
+                    continue;
+                };
+                let fence = info.map(|i| i.fencing_token);
+                if let Some(fence) = fence
+                    && last[i] != Some(fence)
+                {
+                    events.push(Event::Seen(Seen {
+                        key: key.clone(),
+                        fence,
+                        at,
+                    }));
+                }
+                last[i] = fence;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        events
+    })
 }
