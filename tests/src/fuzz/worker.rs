@@ -76,7 +76,8 @@ impl Target {
                 }
                 Target::Redlock { urls, quarantine } => builder
                     .redlock(urls.clone())
-                    .redlock_quarantine(*quarantine),
+                    .redlock_quarantine(*quarantine)
+                    .default_ttl(*quarantine), // no lease may outlast the quarantine
                 Target::Cluster(urls) => builder.cluster(urls.clone()),
             };
             match builder.build().await {
