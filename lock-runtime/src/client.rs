@@ -7,8 +7,10 @@ use crate::backend::{
     Backend, MemoryBackend, PrimaryAuth, RedisBackend, RedlockBackend, SentinelBackend,
 };
 use crate::key::{validate_key, validate_ttl};
+use crate::metrics::KeyLabeller;
 use crate::state::ClientState;
-use crate::{LockError, LockInfo, LockRequest, MemoryStore};
+use crate::token::OwnerLabel;
+use crate::{LockError, LockInfo, LockList, LockRequest, MemoryStore};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "distlock:";
@@ -95,6 +97,8 @@ impl LockClient {
             DEFAULT_PREFIX.to_owned(),
             DEFAULT_TTL,
             DEFAULT_COMMAND_TIMEOUT,
+            None,
+            None,
         )
     }
 
@@ -125,14 +129,14 @@ impl LockClient {
         prefix: String,
         default_ttl: Duration,
         command_timeout: Duration,
+        key_labeller: Option<Arc<KeyLabeller>>,
+        label: Option<OwnerLabel>,
     ) -> Self {
         Self {
-            state: Arc::new(ClientState::new(
-                backend,
-                prefix,
-                default_ttl,
-                command_timeout,
-            )),
+            state: Arc::new(
+                ClientState::new(backend, prefix, default_ttl, command_timeout, key_labeller)
+                    .with_label(label),
+            ),
         }
     }
 
@@ -184,9 +188,110 @@ impl LockClient {
     /// Cancel safe: it only reads.
     pub async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
         validate_key(key)?;
-        self.state
+        let info = self
+            .state
             .backend()
             .inspect(&self.state.full_key(key))
+            .await?;
+        Ok(info.map(|mut info| {
+            key.clone_into(&mut info.key);
+            info
+        }))
+    }
+
+    /// The locks held now whose key (without the client's prefix) starts with `prefix` (`""`:
+    /// all of them), as a [`Stream`](futures_util::Stream) of `Result<LockInfo, LockError>`:
+    /// key, holder (label, host, pid), acquired-at, remaining lease, fence, queued waiters.
+    ///
+    /// Read with `SCAN`, never `KEYS`, in pages of about a thousand keys whose values and
+    /// leases come in one round trip each; only one page is in memory at a time, so listing
+    /// a hundred thousand locks is fine. Tombstones, reservations and values distlock did not
+    /// write are passed over. It is not a snapshot: a lock taken or released while the
+    /// listing runs may or may not be in it, and `SCAN` may yield a key twice when the server
+    /// resizes its table meanwhile; a lock held throughout is listed.
+    ///
+    /// Per deployment: one Redis server; Sentinel: the current primary; Redis Cluster: every
+    /// primary, one after the other; Redlock: a lock whose key a majority of nodes hold with
+    /// the same token (its fence is the largest of theirs, its lease what remains until fewer
+    /// than a majority hold it); in-process: the store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use futures_util::StreamExt;
+    ///
+    /// let client = distlock::LockClient::memory();
+    /// let _guard = client.lock("jobs:nightly").label("scheduler").await?;
+    /// let mut locks = client.list("jobs:");
+    /// while let Some(info) = locks.next().await {
+    ///     let info = info?;
+    ///     println!("{} held by {:?} (fence {})", info.key, info.label, info.fencing_token);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Items are errors when the backend fails (the stream then ends), and the one item is
+    /// [`LockError::InvalidKey`] for a prefix that could not start a key (longer than
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), control characters).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads; dropping the stream leaves nothing behind on the server.
+    pub fn list(&self, prefix: &str) -> LockList {
+        LockList::new(self.state.backend().clone(), self.state.prefix(), prefix)
+    }
+
+    /// Releases the lock on `key` if it is still held under `fencing_token` (as
+    /// [`inspect`](Self::inspect) or [`list`](Self::list) showed it): for an operator clearing
+    /// a lock left by a wedged holder. True when it was released, false when the key is not
+    /// held under that fence any more (released, expired, or taken again: nothing is touched).
+    ///
+    /// It ends the lock as its holder's release would: the fence stays remembered, so the
+    /// next holder's fence is larger; a queued waiter is notified at once. The holder finds
+    /// the lock lost at its next renewal ([`LockGuard::lost`](crate::LockGuard::lost)), but
+    /// until then it may still believe it holds it: writes it makes meanwhile are stopped
+    /// only by a store that checks fences.
+    ///
+    /// On Redlock fences are per node: the fence of any node holding the acquisition names
+    /// it, every node holding it releases it, and true means a majority did.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::memory();
+    /// let wedged = client.lock("import").ttl(std::time::Duration::from_millis(300)).await?;
+    /// let info = client.inspect("import").await?.unwrap();
+    /// assert!(!client.force_release("import", info.fencing_token + 1).await?); // not that one
+    /// assert!(client.force_release("import", info.fencing_token).await?);
+    /// wedged.lost().await; // found at its next renewal
+    /// let next = client.lock("import").await?;
+    /// assert!(next.fencing_token() > info.fencing_token);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidKey`] and backend failures (on Redlock: when too few nodes answer to
+    /// tell).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the sense that a dropped call may still have released the lock on
+    /// the server (one script call per node); it never releases anything but the lock held
+    /// under that fence.
+    pub async fn force_release(&self, key: &str, fencing_token: u64) -> Result<bool, LockError> {
+        validate_key(key)?;
+        self.state
+            .backend()
+            .force_release(&self.state.full_key(key), fencing_token)
             .await
     }
 
@@ -235,9 +340,9 @@ impl LockClient {
         self.state.full_key(key)
     }
 
-    /// Whether two handles share one client (and so one watchdog and one set of gates).
-    pub(crate) fn same_as(&self, other: &LockClient) -> bool {
-        Arc::ptr_eq(&self.state, &other.state)
+    /// Whether this handle is one of the client whose shared state is `state`.
+    pub(crate) fn is_state(&self, state: &Arc<ClientState>) -> bool {
+        Arc::ptr_eq(&self.state, state)
     }
 }
 
@@ -268,12 +373,20 @@ pub struct LockClientBuilder {
     #[cfg(feature = "cluster")]
     cluster_wait_replicas: Option<(usize, Duration)>,
     primary_auth: PrimaryAuth,
+    key_labeller: Option<Arc<KeyLabeller>>,
+    label: Option<OwnerLabel>,
     target: Target,
 }
 
 enum Target {
     None,
     Url(String),
+    /// An application's own connection objects: a `redis::Client`, a `ConnectionManager`,
+    /// or both.
+    Existing {
+        client: Option<redis::Client>,
+        manager: Option<redis::aio::ConnectionManager>,
+    },
     Redlock(Vec<String>),
     Sentinel {
         master: String,
@@ -296,6 +409,8 @@ impl std::fmt::Debug for LockClientBuilder {
             .field("quarantine", &self.quarantine)
             .field("wait_replicas", &self.wait_replicas)
             .field("primary_auth", &self.primary_auth)
+            .field("custom_key_label", &self.key_labeller.is_some())
+            .field("label", &self.label)
             .finish()
     }
 }
@@ -307,6 +422,12 @@ impl std::fmt::Debug for Target {
         match self {
             Self::None => f.write_str("None"),
             Self::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            // Never the client's own Debug: it would show the credentials.
+            Self::Existing { client, manager } => f
+                .debug_struct("Existing")
+                .field("redis_client", &client.is_some())
+                .field("connection_manager", &manager.is_some())
+                .finish(),
             Self::Redlock(urls) => f.debug_tuple("Redlock").field(&redacted(urls)).finish(),
             Self::Sentinel { master, sentinels } => f
                 .debug_struct("Sentinel")
@@ -331,6 +452,8 @@ impl Default for LockClientBuilder {
             #[cfg(feature = "cluster")]
             cluster_wait_replicas: None,
             primary_auth: PrimaryAuth::default(),
+            key_labeller: None,
+            label: None,
             target: Target::None,
         }
     }
@@ -346,6 +469,74 @@ impl LockClientBuilder {
     /// ```
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.target = Target::Url(url.into());
+        self
+    }
+
+    /// Use one Redis server through a `redis::Client` you already have (its address,
+    /// credentials, database, TLS and protocol settings are kept). The library makes its own
+    /// connections from it: a multiplexed command connection on its background runtime,
+    /// bounded by the [command timeout](Self::command_timeout), and one pub/sub connection
+    /// for release notices when a request waits.
+    ///
+    /// Combined with [`connection_manager`](Self::connection_manager), commands go through
+    /// that manager and the client only opens the pub/sub connection.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let redis = redis::Client::open("redis://127.0.0.1:6379")?; // the application's own
+    /// let locks = distlock::LockClient::builder().redis_client(redis).build().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn redis_client(mut self, client: redis::Client) -> Self {
+        let manager = match self.target {
+            Target::Existing { manager, .. } => manager,
+            _ => None,
+        };
+        self.target = Target::Existing {
+            client: Some(client),
+            manager,
+        };
+        self
+    }
+
+    /// Send every lock command through a `redis::aio::ConnectionManager` you already have
+    /// (one connection shared with the rest of the application). Each command is still
+    /// bounded by the [command timeout](Self::command_timeout), whatever timeouts the
+    /// manager was configured with.
+    ///
+    /// A manager cannot open the pub/sub connection that release notices need: also give the
+    /// `redis::Client` it was made from with [`redis_client`](Self::redis_client), or a
+    /// request that waits for a busy lock retries when the holder's lease runs out and on a
+    /// jittered backoff (25 ms doubling to 1 s) instead of being woken by the release.
+    /// With the client, a manager that broke for good (its runtime shut down) is also
+    /// replaced by one of the library's own; without it, commands then fail.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let redis = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let manager = redis::aio::ConnectionManager::new(redis.clone()).await?; // the application's
+    /// let locks = distlock::LockClient::builder()
+    ///     .connection_manager(manager)
+    ///     .redis_client(redis) // for release notices
+    ///     .build()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connection_manager(mut self, manager: redis::aio::ConnectionManager) -> Self {
+        let client = match self.target {
+            Target::Existing { client, .. } => client,
+            _ => None,
+        };
+        self.target = Target::Existing {
+            client,
+            manager: Some(manager),
+        };
         self
     }
 
@@ -534,6 +725,63 @@ impl LockClientBuilder {
         self
     }
 
+    /// How the metrics label a key (feature `metrics`): `label(key)` for a key as requested
+    /// (without the client's prefix) must come from a small, fixed set, as every distinct
+    /// label is a time series of its own. Default:
+    /// [`default_key_label`](crate::metrics::default_key_label), the part before the first
+    /// `:`. At most [`MAX_KEY_LABELS`](crate::metrics::MAX_KEY_LABELS) distinct labels are
+    /// reported per client; see [`metrics`](crate::metrics) for the metrics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// let builder = distlock::LockClient::builder().metrics_key_label(|key: &str| {
+    ///     // "tenant-7:invoice:42" -> "invoice": the tenant is not worth a series.
+    ///     Cow::Owned(key.split(':').nth(1).unwrap_or("other").to_owned())
+    /// });
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_key_label<F>(mut self, label: F) -> Self
+    where
+        F: Fn(&str) -> std::borrow::Cow<'static, str> + Send + Sync + 'static,
+    {
+        self.key_labeller = Some(Arc::new(label));
+        self
+    }
+
+    /// A label stored with every lock this client takes, for the people reading
+    /// [`inspect`](LockClient::inspect), [`list`](LockClient::list) or the `distlock`
+    /// command-line tool: a service name, a deployment, a job id. A request can set its own
+    /// ([`LockRequest::label`]).
+    ///
+    /// It is kept at most [`MAX_LABEL_LEN`](crate::MAX_LABEL_LEN) bytes long (cut at a
+    /// character boundary), control characters become U+FFFD, and an empty label is none;
+    /// any other character is kept (`|`, `/` and `%` are escaped in storage and read back as
+    /// they were).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::builder()
+    ///     .memory(distlock::MemoryStore::new())
+    ///     .label("billing-worker")
+    ///     .build()
+    ///     .await?;
+    /// let _guard = client.lock("invoice:42").await?;
+    /// let info = client.inspect("invoice:42").await?.unwrap();
+    /// assert_eq!(info.label.as_deref(), Some("billing-worker"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = OwnerLabel::new(&label.into());
+        self
+    }
+
     /// The time limit for connecting and for each command (default 2 s).
     ///
     /// # Examples
@@ -595,6 +843,22 @@ impl LockClientBuilder {
             Target::Url(url) => {
                 Backend::Redis(RedisBackend::connect(&url, self.command_timeout).await?)
             }
+            Target::Existing {
+                client,
+                manager: Some(manager),
+            } => Backend::Redis(RedisBackend::from_manager(
+                manager,
+                client,
+                self.command_timeout,
+            )),
+            Target::Existing {
+                client: Some(client),
+                manager: None,
+            } => Backend::Redis(RedisBackend::from_client(client, self.command_timeout).await?),
+            Target::Existing {
+                client: None,
+                manager: None,
+            } => unreachable!("set with a client or a manager"),
             Target::Redlock(urls) => {
                 let quarantine = self.quarantine.unwrap_or(self.default_ttl);
                 crate::key::validate_lease(self.default_ttl, Some(quarantine))?;
@@ -640,6 +904,8 @@ impl LockClientBuilder {
             self.prefix,
             self.default_ttl,
             self.command_timeout,
+            self.key_labeller,
+            self.label,
         ))
     }
 }

@@ -1,11 +1,12 @@
 //! The default client and the locks held along the current call chain.
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::{LockClient, LockError};
+use crate::{HeldLock, LockClient, LockError};
 
 static DEFAULT_CLIENT: RwLock<Option<LockClient>> = RwLock::new(None);
 
@@ -43,46 +44,6 @@ pub fn default_client() -> Result<LockClient, LockError> {
         .ok_or(LockError::NoDefaultClient)
 }
 
-/// The lock held by the innermost `#[distributed_lock]` call on the current call chain.
-///
-/// # Examples
-///
-/// ```
-/// let none = distlock::current();
-/// assert!(none.is_none()); // not inside a guarded fn
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldLock {
-    key: String,
-    fencing_token: u64,
-}
-
-impl HeldLock {
-    /// The key (without the client's prefix).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// if let Some(held) = distlock::current() {
-    ///     println!("running under {}", held.key());
-    /// }
-    /// ```
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The fencing token: pass it to the store you write to.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let fence = distlock::current().map(|held| held.fencing_token());
-    /// ```
-    pub fn fencing_token(&self) -> u64 {
-        self.fencing_token
-    }
-}
-
 /// One guarded call on the chain: what it holds and where it was called from.
 ///
 /// A guarded call that finds its key held further up its chain does not acquire again, but
@@ -92,10 +53,8 @@ impl HeldLock {
 /// is itself holding a turn of).
 #[derive(Debug)]
 pub(crate) struct Frame {
-    pub(crate) client: LockClient,
-    pub(crate) full_key: String,
-    pub(crate) held: HeldLock,
-    pub(crate) parent: Option<Arc<Frame>>,
+    held: HeldLock,
+    parent: Option<Arc<Frame>>,
     turn: Arc<Mutex<()>>,
 }
 
@@ -116,32 +75,24 @@ pub(crate) fn innermost() -> Option<Arc<Frame>> {
 }
 
 impl Frame {
-    pub(crate) fn new(
-        client: LockClient,
-        full_key: String,
-        key: String,
-        fencing_token: u64,
-        parent: Option<Arc<Frame>>,
-    ) -> Self {
+    /// The frame of a call holding `held`, called from `parent`.
+    pub(crate) fn new(held: HeldLock, parent: Option<Arc<Frame>>) -> Self {
         Self {
-            client,
-            full_key,
-            held: HeldLock { key, fencing_token },
+            held,
             parent,
             turn: Arc::default(),
         }
     }
 
+    /// The lock this frame's call runs under.
+    pub(crate) fn held(&self) -> &HeldLock {
+        &self.held
+    }
+
     /// The frame of a call that re-enters `self` (which holds its key) from `innermost`, the
     /// innermost frame of its chain: same lock, its own turn.
     pub(crate) fn reentered(&self, innermost: Option<Arc<Frame>>) -> Self {
-        Self {
-            client: self.client.clone(),
-            full_key: self.full_key.clone(),
-            held: self.held.clone(),
-            parent: innermost,
-            turn: Arc::default(),
-        }
+        Self::new(self.held.clone(), innermost)
     }
 
     /// Waits up to `wait` until no other call re-entering this frame is inside (one try when
@@ -160,19 +111,21 @@ impl Frame {
         };
         turn.map(|turn| Turn { _turn: turn })
             .ok_or_else(|| LockError::Busy {
-                key: self.held.key.clone(),
+                key: self.held.key().to_owned(),
                 retry_after: None,
             })
     }
 
-    /// The frame on this chain (this one or an outer one) holding `full_key` on `client`.
+    /// The frame on this chain (this one or an outer one) holding `full_key` on `client`,
+    /// while its lock is still held: a call under a frame whose lock was released or lost
+    /// (a [`HeldLock::scope`] outliving its guard, `on_lost = "ignore"`) acquires for itself.
     pub(crate) fn holding<'a>(
         mut frame: Option<&'a Arc<Frame>>,
         client: &LockClient,
         full_key: &str,
     ) -> Option<&'a Arc<Frame>> {
         while let Some(f) = frame {
-            if f.full_key == full_key && f.client.same_as(client) {
+            if f.held.is_on(client, full_key) && f.held.is_held() {
                 return Some(f);
             }
             frame = f.parent.as_ref();
@@ -182,7 +135,8 @@ impl Frame {
 }
 
 /// The lock held by the innermost guarded call (`#[distributed_lock]`) on this call chain:
-/// its key and fencing token. `None` outside guarded calls.
+/// its key, fencing token, remaining lease and the means to extend it. `None` outside guarded
+/// calls.
 ///
 /// # Examples
 ///
@@ -191,4 +145,30 @@ impl Frame {
 /// ```
 pub fn current() -> Option<HeldLock> {
     innermost().map(|f| f.held.clone())
+}
+
+impl HeldLock {
+    /// Runs `future` with this lock as [`current`] (on top of the call chain it is polled
+    /// in): code that cannot be handed the lock directly finds it there, and a
+    /// `#[distributed_lock]` call inside on the same key and client re-enters it instead of
+    /// waiting for itself. The tower layer runs every locked request's handler like this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let guard = distlock::LockClient::memory().lock("tenant:7").await?;
+    /// let fence = guard
+    ///     .held_lock()
+    ///     .scope(async { distlock::current().map(|held| held.fencing_token()) })
+    ///     .await;
+    /// assert_eq!(fence, Some(guard.fencing_token()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
+        let frame = Frame::new(self, innermost());
+        CHAIN.scope(Some(Arc::new(frame)), future)
+    }
 }

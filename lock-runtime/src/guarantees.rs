@@ -86,6 +86,39 @@
 //! out is the largest among the granting nodes. Prefer one server (with replicas for
 //! availability) when you rely on fencing.
 //!
+//! # Scheduled jobs: at least, at most, skip
+//!
+//! A lock alone does not make a scheduled job run once per tick: an instance whose trigger
+//! fires a few milliseconds after another one finished finds the lock free and runs the job
+//! again. Three settings close that (on a request, or as `#[distributed_lock]` arguments):
+//!
+//! - **`min_hold` / `at_least`**: letting go within the minimum does not delete the lock but
+//!   sets its lease to what remains (one compare-token `PEXPIRE`; no watchdog, no task), so
+//!   every instance triggered later within the window is turned away. It rests on the
+//!   triggers of one tick being closer together than the minimum: **the skew between the
+//!   instances' clocks (and their schedulers' jitter) must stay below `at_least`**, and
+//!   `at_least` below the period between ticks, or the next tick finds the lock held. The
+//!   minimum is measured from when the acquire was sent, on the holder's clock (as the cap
+//!   is), plus the drift margin; the acquire's own lease and every later command's are made
+//!   to last through it, so the server keeps the key at least that long, watchdog or not. On
+//!   failure (an `Err`, a panic, a dropped guard) the minimum is kept by default, so a failing
+//!   job is not retried by every instance at once; `on_error = "release"` /
+//!   [`release_now`](crate::LockGuard::release_now) releases at once instead.
+//! - **`max_hold` / `at_most`**: a cap measured from before the acquire was sent. Every
+//!   command on the lease (acquire, renewal, `extend`, the minimum hold's rest) is shortened,
+//!   when it is sent, to end by it; the server's TTL can pass the cap only by the time such a
+//!   command spends on its way (the server starts its TTL when the command arrives). The
+//!   holder's deadline ends before the cap like any other (see the bound above): at the cap
+//!   `lost()` fires and `#[distributed_lock]` drops the body (`on_lost = "cancel"`). A hung
+//!   job can no longer keep its lock for ever.
+//! - **`on_busy = "skip"`**: a turned-away instance returns `Ok(None)` instead of
+//!   [`LockError::Busy`](crate::LockError::Busy); with the default `wait` of zero it leaves no
+//!   trace on the lock.
+//!
+//! "Exactly one run per tick" therefore rests on the lease rule above (no two holders) plus
+//! the skew rule; what a run writes is protected against a paused holder by its fencing
+//! token, as everywhere.
+//!
 //! # Examples
 //!
 //! ```

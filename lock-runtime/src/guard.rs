@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Release, Renewal};
-use crate::key::validate_lease;
-use crate::lease::{CommandPermit, Lease, Outcome};
+use crate::held::{HeldLock, Holding};
+use crate::lease::Lease;
 use crate::state::ClientState;
 use crate::token::Token;
 use crate::waiter::{GatePass, Held};
@@ -38,9 +38,10 @@ use crate::{BackendErrorKind, LockError};
 #[derive(Debug)]
 #[must_use = "a lock is released as soon as its guard is dropped"]
 pub struct LockGuard {
-    client: Arc<ClientState>,
-    lease: Arc<Lease>,
-    id: u64,
+    holding: Arc<Holding>,
+    /// Whether letting go keeps what remains of the minimum hold (`min_hold`); false after
+    /// [`keep_minimum_on_drop(false)`](Self::keep_minimum_on_drop).
+    keep_minimum: bool,
     released: bool,
 }
 
@@ -58,11 +59,72 @@ impl LockGuard {
             .watchdog()
             .track(client.backend(), lease.clone(), renew, sent);
         Self {
-            client,
-            lease,
-            id,
+            holding: Arc::new(Holding::new(client, lease, id)),
+            keep_minimum: true,
             released: false,
         }
+    }
+
+    fn lease(&self) -> &Arc<Lease> {
+        self.holding.lease()
+    }
+
+    /// A handle on this lock for the code running under it: key, fencing token, remaining
+    /// lease, extend. It does not keep the lock (this guard does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let guard = distlock::LockClient::memory().lock("k").await?;
+    /// let held = guard.held_lock();
+    /// assert_eq!(held.fencing_token(), guard.fencing_token());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn held_lock(&self) -> HeldLock {
+        HeldLock::new(self.holding.clone())
+    }
+
+    /// How long the lease is still trusted without another renewal; zero once lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let guard = distlock::LockClient::memory().lock("k").ttl(Duration::from_secs(5)).await?;
+    /// assert!(guard.remaining() <= Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn remaining(&self) -> Duration {
+        self.lease().remaining()
+    }
+
+    /// Whether dropping this guard unreleased keeps the lock for what remains of the request's
+    /// [`min_hold`](crate::LockRequest::min_hold) (true, the default: a job that failed or
+    /// panicked is not retried by every instance at once) or releases it at once (false).
+    /// Without a minimum hold it changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let client = distlock::LockClient::memory();
+    /// let mut guard = client.lock("report").min_hold(Duration::from_secs(30)).await?;
+    /// guard.keep_minimum_on_drop(false);
+    /// drop(guard); // as after a failed run: free at once
+    /// let again = client.lock("report").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keep_minimum_on_drop(&mut self, keep: bool) {
+        self.keep_minimum = keep;
     }
 
     /// The key as requested (without the client's prefix).
@@ -78,7 +140,7 @@ impl LockGuard {
     /// # }
     /// ```
     pub fn key(&self) -> &str {
-        self.lease.key()
+        self.lease().key()
     }
 
     /// The fencing token of this acquisition: larger than that of every earlier holder of the
@@ -100,7 +162,7 @@ impl LockGuard {
     /// # }
     /// ```
     pub fn fencing_token(&self) -> u64 {
-        self.lease.fence()
+        self.lease().fence()
     }
 
     /// True while the lease is believed held: not reported lost and within its local deadline.
@@ -116,7 +178,7 @@ impl LockGuard {
     /// # }
     /// ```
     pub fn is_held(&self) -> bool {
-        self.lease.is_held()
+        self.lease().is_held()
     }
 
     /// Resolves when the lease is lost: a renewal found another holder (or none), or the local
@@ -143,7 +205,7 @@ impl LockGuard {
     ///
     /// Cancel safe: it only watches.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.lease.lost()
+        self.lease().lost()
     }
 
     /// Like [`lost`](Self::lost), but owning what it watches, so it can outlive a borrow of
@@ -169,14 +231,16 @@ impl LockGuard {
     /// # Cancel safety
     ///
     /// Cancel safe: it only watches.
-    pub fn lost_owned(&self) -> impl Future<Output = ()> + Send + 'static {
-        let lease = self.lease.clone();
+    pub fn lost_owned(&self) -> impl Future<Output = ()> + Send + use<> {
+        let lease = self.lease().clone();
         async move { lease.lost().await }
     }
 
     /// Sets the lease to `ttl` from now, shorter or longer; the watchdog keeps renewing with
     /// the new value. The guard's own deadline follows the server's: after a shorter
     /// extension [`is_held`](Self::is_held) and [`lost`](Self::lost) go by the shorter lease.
+    /// With a [`max_hold`](crate::LockRequest::max_hold) the lease stops at it: a longer
+    /// `ttl` is shortened to end there.
     ///
     /// # Examples
     ///
@@ -203,50 +267,12 @@ impl LockGuard {
     /// Cancel safe: a dropped call whose command may have landed counts as a failed one (the
     /// guard trusts the shorter of the old and the new lease).
     pub async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
-        validate_lease(ttl, self.client.backend().max_ttl())?;
-        // Wait for a renewal in flight: commands on one lease never race.
-        let permit = self.lease.command().await;
-        if !self.lease.is_held() {
-            return Err(self.lost_error());
-        }
-        let sent = Instant::now();
-        let mut pending = Unsettled {
-            lease: &self.lease,
-            permit: Some(permit),
-            sent,
-            ttl,
-        };
-        let renewed = self
-            .client
-            .backend()
-            .renew(&[Renewal {
-                key: self.lease.full_key(),
-                token: self.lease.token(),
-                ttl,
-            }])
-            .await;
-        let outcome = match &renewed {
-            Ok(answers) => match answers.first() {
-                Some(Some(true)) => Outcome::Granted,
-                Some(Some(false)) => Outcome::NotHeld,
-                _ => Outcome::Unknown,
-            },
-            Err(_) => Outcome::Unknown,
-        };
-        pending.settle(outcome);
-        self.client.watchdog().rescheduled(self.id, sent, ttl);
-        match (outcome, renewed) {
-            (Outcome::Granted, _) => Ok(()),
-            (Outcome::NotHeld, _) => Err(self.lost_error()),
-            (Outcome::Unknown, Err(err)) => Err(err),
-            (Outcome::Unknown, Ok(_)) => Err(LockError::backend(
-                BackendErrorKind::Connection,
-                "too few Redlock nodes answered to extend the lease",
-            )),
-        }
+        self.holding.extend(ttl).await
     }
 
-    /// Releases the lock (compare-and-delete by token: never someone else's).
+    /// Releases the lock (compare-and-delete by token: never someone else's). With a
+    /// [`min_hold`](crate::LockRequest::min_hold) not yet over, the lock is not deleted but
+    /// kept for what remains of it, and then runs out: nobody takes it before.
     ///
     /// # Examples
     ///
@@ -270,31 +296,92 @@ impl LockGuard {
     ///
     /// Cancel safe: if the future is dropped, the release finishes in the background.
     pub async fn release(mut self) -> Result<(), LockError> {
-        self.client.watchdog().forget(self.id);
+        self.let_go(true).await
+    }
+
+    /// Releases the lock at once, even within the request's
+    /// [`min_hold`](crate::LockRequest::min_hold): after a failed run, so that another
+    /// instance may try again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let client = distlock::LockClient::memory();
+    /// let guard = client.lock("report").min_hold(Duration::from_secs(30)).await?;
+    /// guard.release_now().await?; // the run failed: let another instance retry
+    /// let again = client.lock("report").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`release`](Self::release).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped, the lock is let go in the background as a
+    /// dropped guard is (see [`keep_minimum_on_drop`](Self::keep_minimum_on_drop)).
+    pub async fn release_now(mut self) -> Result<(), LockError> {
+        self.let_go(false).await
+    }
+
+    /// Deletes the lock, or keeps it for what remains of the minimum hold when `keep_minimum`.
+    async fn let_go(&mut self, keep_minimum: bool) -> Result<(), LockError> {
+        let holding = self.holding.clone();
+        let (client, lease) = (holding.client(), holding.lease());
+        client.watchdog().forget(holding.id());
+        // The holder lets go: from here on nothing in this process believes it holds the
+        // lock (an extend through a `HeldLock` fails). The gate turn stays with the lease
+        // until the server answered.
+        lease.end();
         // If this future is dropped before the answer, `self` is dropped unreleased and its
-        // `Drop` sends the release again in the background (releasing twice is harmless).
-        let released = self
-            .client
-            .backend()
-            .release(self.lease.full_key(), self.lease.token())
-            .await;
+        // `Drop` lets go again in the background (letting go twice is harmless).
+        let kept = let_go(client.backend(), lease, keep_minimum).await;
         self.released = true;
-        // Hand this process's turn on only once the release has landed.
-        drop(self.lease.take_pass());
-        match released {
-            Ok(Release::Released | Release::Notified) => Ok(()),
-            Ok(Release::NotHeld) => {
-                self.lease.mark_lost();
-                Err(self.lost_error())
-            }
+        drop(lease.take_pass());
+        match kept {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(holding.lost_error()),
             Err(err) => Err(err),
         }
     }
+}
 
-    fn lost_error(&self) -> LockError {
-        LockError::Lost {
-            key: self.lease.key().to_owned(),
-        }
+/// Lets go of `lease`: deletes the lock, or (with `keep_minimum`, within the lease's minimum
+/// hold) sets its lease to what remains of the minimum. `Ok(false)`: the token no longer held
+/// the key.
+async fn let_go(backend: &Backend, lease: &Lease, keep_minimum: bool) -> Result<bool, LockError> {
+    let keeping = keep_minimum && lease.has_minimum();
+    // Keeping is a command on the lease: after any renewal in flight, so none lands after
+    // it, and what remains of the minimum is reckoned once that wait is over.
+    let permit = if keeping {
+        Some(lease.command().await)
+    } else {
+        None
+    };
+    let Some(ttl) = permit.as_ref().and_then(|_| lease.kept_for(Instant::now())) else {
+        return backend
+            .release(lease.full_key(), lease.token())
+            .await
+            .map(|r| r != Release::NotHeld);
+    };
+    let answers = backend
+        .renew(&[Renewal {
+            key: lease.full_key(),
+            token: lease.token(),
+            ttl,
+        }])
+        .await?;
+    match answers.first() {
+        Some(Some(kept)) => Ok(*kept),
+        _ => Err(LockError::backend(
+            BackendErrorKind::Connection,
+            "too few Redlock nodes answered to keep the lock for its minimum hold",
+        )),
     }
 }
 
@@ -303,36 +390,29 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        self.client.watchdog().forget(self.id);
-        release_in_background(
-            self.client.backend(),
-            self.lease.full_key().to_owned(),
-            self.lease.token().clone(),
-            self.lease.take_pass(),
-        );
-    }
-}
-
-/// A command on the lease whose outcome is not settled yet: if dropped unsettled (the
-/// caller went away), it counts as unknown.
-struct Unsettled<'a> {
-    lease: &'a Lease,
-    permit: Option<CommandPermit>,
-    sent: Instant,
-    ttl: Duration,
-}
-
-impl Unsettled<'_> {
-    fn settle(&mut self, outcome: Outcome) {
-        if let Some(permit) = self.permit.take() {
-            self.lease.settle(&permit, self.sent, self.ttl, outcome);
+        let (client, lease) = (self.holding.client(), self.holding.lease());
+        client.watchdog().forget(self.holding.id());
+        lease.end();
+        if !(self.keep_minimum && lease.has_minimum()) {
+            release_in_background(
+                client.backend(),
+                lease.full_key().to_owned(),
+                lease.token().clone(),
+                lease.take_pass(),
+            );
+            return;
         }
-    }
-}
-
-impl Drop for Unsettled<'_> {
-    fn drop(&mut self) {
-        self.settle(Outcome::Unknown);
+        let pass = lease.take_pass();
+        if let Some(pass) = &pass {
+            pass.set_releasing(true);
+        }
+        let (backend, lease) = (client.backend().clone(), lease.clone());
+        crate::background::spawn(async move {
+            if let Err(err) = let_go(&backend, &lease, true).await {
+                tracing::debug!(%err, "letting go after the minimum hold failed; the lease will run out");
+            }
+            drop(pass);
+        });
     }
 }
 

@@ -81,6 +81,41 @@ pub(crate) fn validate_lease(ttl: Duration, max: Option<Duration>) -> Result<(),
     }
 }
 
+/// Checks a request's `min_hold` and `max_hold` (`max`: the longest lease the deployment can
+/// keep, which the minimum hold becomes at release).
+pub(crate) fn validate_holds(
+    min_hold: Option<Duration>,
+    max_hold: Option<Duration>,
+    max: Option<Duration>,
+) -> Result<(), LockError> {
+    if let Some(max_hold) = max_hold {
+        validate_ttl("max_hold", max_hold)?;
+    }
+    let Some(min_hold) = min_hold else {
+        return Ok(());
+    };
+    let invalid = |reason| {
+        Err(LockError::InvalidDuration {
+            what: "min_hold",
+            value: min_hold,
+            reason,
+        })
+    };
+    if min_hold > MAX_TTL {
+        return invalid("a minimum hold is at most 30 days");
+    }
+    if max_hold.is_some_and(|m| min_hold > m) {
+        return invalid("the minimum hold cannot be longer than the maximum hold (max_hold)");
+    }
+    if max.is_some_and(|m| min_hold > m) {
+        return invalid(
+            "a Redlock minimum hold cannot be longer than the quarantine: the lock is kept \
+             for it as a lease",
+        );
+    }
+    Ok(())
+}
+
 /// What stands in for anything hidden.
 const HIDDEN: &str = "***";
 
@@ -105,7 +140,20 @@ pub(crate) fn url_error_reason(e: &redis::RedisError) -> String {
 /// cannot be understood (no `scheme://`, a host or port that is not one, control characters
 /// or spaces), everything after `scheme://` is hidden, or the whole text when there is no
 /// scheme to keep.
-pub(crate) fn redact_url(url: &str) -> String {
+///
+/// The crate's own errors and `Debug` output already show URLs this way; use it for the URLs
+/// your program prints itself (the `distlock` command-line tool does).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(
+///     distlock::redact_url("redis://app:s3cret@10.0.0.1:6379/0"),
+///     "redis://app:***@10.0.0.1:6379/0"
+/// );
+/// assert_eq!(distlock::redact_url("not a url s3cret"), "***");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return HIDDEN.to_owned();
     };

@@ -1,18 +1,22 @@
 //! [`LockRequest`]: the builder returned by [`LockClient::lock`], awaited for a guard.
 
+use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::backend::{AcquireArgs, Attempt, Backend};
 use crate::guard::release_in_background;
-use crate::key::{validate_key, validate_lease};
-use crate::lease::Lease;
+use crate::key::{validate_holds, validate_key, validate_lease};
+use crate::lease::{Grant, Holds, Lease, acquire_ttl};
+use crate::metrics::Answer;
 use crate::state::ClientState;
-use crate::token::{Token, owner_info};
+use crate::telemetry::{AcquireTrace, acquire_span, caller_span};
+use crate::token::{OwnerLabel, Token, owner_info_labelled};
 use crate::waiter::{FIRST_BACKOFF, MAX_BACKOFF, pause};
 use crate::{BackendErrorKind, LockError, LockGuard};
 
@@ -54,6 +58,12 @@ pub struct LockRequest {
     ttl: Option<Duration>,
     wait: Duration,
     watchdog: bool,
+    min_hold: Option<Duration>,
+    max_hold: Option<Duration>,
+    /// `None`: the client's label; `Some(None)`: none.
+    label: Option<Option<OwnerLabel>>,
+    /// The key label of this request's metrics, in place of the client's key labeller.
+    metrics_label: Option<Cow<'static, str>>,
 }
 
 impl LockRequest {
@@ -64,7 +74,111 @@ impl LockRequest {
             ttl: None,
             wait: Duration::ZERO,
             watchdog: true,
+            min_hold: None,
+            max_hold: None,
+            label: None,
+            metrics_label: None,
         }
+    }
+
+    /// The key label this request's metrics (feature `metrics`) carry, in place of the one
+    /// the client's key labeller derives from the key: for keys that come from outside (a
+    /// request's path or header, as the tower layer locks them), whose text must not become
+    /// a label value. Bounded like every key label ([`metrics`](crate::metrics)). Without the
+    /// feature it changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let untrusted = "4111111111111111:refund"; // from a request
+    /// let client = distlock::LockClient::memory();
+    /// let guard = client.lock(untrusted).metrics_label("refunds").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn metrics_label(mut self, label: impl Into<Cow<'static, str>>) -> Self {
+        self.metrics_label = Some(label.into());
+        self
+    }
+
+    /// The label stored with this lock, in place of the client's
+    /// ([`LockClientBuilder::label`](crate::LockClientBuilder::label)): a job id, a request
+    /// id, a person. Same rules: at most [`MAX_LABEL_LEN`](crate::MAX_LABEL_LEN) bytes,
+    /// control characters replaced; an empty label stores none (not even the client's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// let client = distlock::LockClient::memory();
+    /// let _guard = client.lock("report").label("run 2024-06-01").await?;
+    /// let info = client.inspect("report").await?.unwrap();
+    /// assert_eq!(info.label.as_deref(), Some("run 2024-06-01"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(OwnerLabel::new(&label.into()));
+        self
+    }
+
+    /// Keeps the lock at least this long after it was acquired, also after the guard is
+    /// released: [`LockGuard::release`] (and a dropped guard) then sets the lease to what
+    /// remains of the minimum instead of deleting the lock, so that nobody takes it within
+    /// it. Made for scheduled jobs: an instance whose trigger comes a little later than the
+    /// others' finds the job's lock still held and is turned away. Nothing runs meanwhile: no
+    /// renewal, no task. [`LockGuard::release_now`] releases at once (after a failed run).
+    ///
+    /// The minimum is measured from when the acquire was sent, on this process's clock (as
+    /// [`max_hold`](Self::max_hold) is); the lock is kept a margin longer (1 % + 2 ms) for
+    /// drift, by the acquire's own lease and by every later command's, watchdog or not. Zero
+    /// means none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let client = distlock::LockClient::memory();
+    /// let guard = client.lock("report").min_hold(Duration::from_secs(30)).await?;
+    /// guard.release().await?; // the job was quick...
+    /// assert!(client.lock("report").await.unwrap_err().is_busy()); // ...the lock stays
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn min_hold(mut self, min_hold: Duration) -> Self {
+        self.min_hold = (!min_hold.is_zero()).then_some(min_hold);
+        self
+    }
+
+    /// Never holds the lock longer than this after acquiring it, watchdog or not: renewals
+    /// and [`LockGuard::extend`] stop short of it, and the lease ends there as if lost
+    /// ([`LockGuard::lost`] fires). A hung holder can no longer keep a lock forever. At least
+    /// 100 ms; never shorter than [`min_hold`](Self::min_hold).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let guard = distlock::LockClient::memory()
+    ///     .lock("sync")
+    ///     .ttl(Duration::from_secs(1))
+    ///     .max_hold(Duration::from_millis(300))
+    ///     .await?;
+    /// guard.lost().await; // after ~300ms, although the watchdog renews
+    /// assert!(!guard.is_held());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_hold(mut self, max_hold: Duration) -> Self {
+        self.max_hold = Some(max_hold);
+        self
     }
 
     /// The lease (default: the client's default TTL). At least 100 ms.
@@ -104,17 +218,37 @@ impl LockRequest {
         self
     }
 
-    async fn acquire(self) -> Result<LockGuard, LockError> {
+    /// Acquires, recording the outcome in `trace` (see [`crate::telemetry`]).
+    async fn acquire(self, mut trace: AcquireTrace) -> Result<LockGuard, LockError> {
+        let acquired = self.try_acquire(&mut trace).await;
+        if let Err(err) = &acquired {
+            trace.failed(err);
+        }
+        acquired
+    }
+
+    async fn try_acquire(self, trace: &mut AcquireTrace) -> Result<LockGuard, LockError> {
         let Self {
             client,
             key,
             ttl,
             wait,
             watchdog,
+            min_hold,
+            max_hold,
+            label,
+            metrics_label,
         } = self;
         validate_key(&key)?;
+        trace.set_metrics(match &metrics_label {
+            Some(label) => client.metrics().for_label(label),
+            None => client.metrics().for_key(&key),
+        });
         let ttl = ttl.unwrap_or(client.default_ttl());
         validate_lease(ttl, client.backend().max_ttl())?;
+        validate_holds(min_hold, max_hold, client.backend().max_ttl())?;
+        // The acquire's lease lasts through the minimum hold and stops at the cap.
+        let acquire_ttl = acquire_ttl(ttl, min_hold, max_hold);
         let deadline = Instant::now().checked_add(wait);
         let full_key = client.full_key(&key);
         let busy = |retry_after| LockError::Busy {
@@ -124,17 +258,19 @@ impl LockRequest {
 
         // First our own process: one task per key at a time talks to the backend, FIFO.
         let mut pass = client.gates().enter(&full_key);
-        if wait.is_zero() {
-            if let Err(retry_after) = pass.try_turn() {
+        if let Err(retry_after) = pass.try_turn() {
+            if wait.is_zero() {
                 if !pass.holder_releasing() {
                     return Err(busy(retry_after));
                 }
                 // Our own dropped guard's release is in flight: one round trip away.
+                trace.waiting();
                 let until = Instant::now() + client.command_timeout();
                 pass.wait_turn(Some(until)).await.map_err(busy)?;
+            } else {
+                trace.waiting();
+                pass.wait_turn(deadline).await.map_err(busy)?;
             }
-        } else {
-            pass.wait_turn(deadline).await.map_err(busy)?;
         }
 
         let backend = client.backend();
@@ -166,17 +302,28 @@ impl LockRequest {
                 key: &full_key,
                 token: Some(token),
             };
-            let owner = owner_info();
+            let owner = owner_info_labelled(match &label {
+                Some(own) => own.as_ref(),
+                None => client.label(),
+            });
             let attempt = backend
                 .acquire(&AcquireArgs {
                     key: &full_key,
                     user_key: &key,
                     token: pending.token(),
                     owner: &owner,
-                    ttl,
+                    ttl: acquire_ttl,
                     waiter: queued.waiter,
                 })
                 .await;
+            trace.answered(
+                sent,
+                match &attempt {
+                    Ok(Attempt::Acquired { .. }) => Answer::Acquired,
+                    Ok(Attempt::Busy { .. }) => Answer::Busy,
+                    Err(_) => Answer::Error,
+                },
+            );
             let pttl = match attempt {
                 Ok(Attempt::Acquired { fence }) => {
                     // A reservation made for us (if any) was taken by this acquire.
@@ -187,8 +334,12 @@ impl LockRequest {
                         full_key.clone(),
                         token,
                         fence,
-                        ttl,
-                        sent,
+                        Grant {
+                            ttl,
+                            sent,
+                            lease: acquire_ttl,
+                        },
+                        Holds::new(sent, min_hold, max_hold),
                     ));
                     if !lease.is_held() {
                         // The answer came too late to trust the lease: give it back.
@@ -206,6 +357,7 @@ impl LockRequest {
                             ),
                         ));
                     }
+                    lease.set_hold(trace.acquired(lease.key(), fence));
                     return Ok(LockGuard::new(client.clone(), lease, watchdog, sent, pass));
                 }
                 Ok(Attempt::Busy { pttl }) => {
@@ -229,6 +381,7 @@ impl LockRequest {
                     .await;
                 return Err(busy(pttl));
             }
+            trace.waiting();
             if wakeups.is_none() {
                 // Subscribe, then try again at once: a release between our first try and the
                 // subscription is caught by that retry, any later one by the notice.
@@ -276,7 +429,10 @@ impl IntoFuture for LockRequest {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.acquire())
+        let ttl = self.ttl.unwrap_or(self.client.default_ttl());
+        let span = acquire_span(&self.key, ttl, self.wait);
+        let trace = AcquireTrace::new(span.clone(), caller_span());
+        Box::pin(self.acquire(trace).instrument(span))
     }
 }
 

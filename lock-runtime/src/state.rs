@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::token::waiter_id;
+use crate::metrics::{KeyLabeller, Metrics};
+use crate::token::{OwnerLabel, waiter_id};
 use crate::waiter::Gates;
 use crate::watchdog::Watchdog;
 
@@ -22,6 +23,9 @@ pub(crate) struct ClientState {
     gates: Arc<Gates>,
     /// This client's id in the queues of clients waiting for a lock.
     waiter_id: String,
+    metrics: Metrics,
+    /// The owner label stored with this client's locks (a request may set its own).
+    label: Option<OwnerLabel>,
 }
 
 impl ClientState {
@@ -30,8 +34,10 @@ impl ClientState {
         prefix: String,
         default_ttl: Duration,
         command_timeout: Duration,
+        key_labeller: Option<Arc<KeyLabeller>>,
     ) -> Self {
         Self {
+            metrics: Metrics::new(backend.kind(), key_labeller),
             backend: Arc::new(backend),
             prefix,
             default_ttl,
@@ -39,7 +45,18 @@ impl ClientState {
             watchdog: Watchdog::default(),
             gates: Arc::default(),
             waiter_id: waiter_id(),
+            label: None,
         }
+    }
+
+    /// The same, storing `label` with this client's locks.
+    pub(crate) fn with_label(mut self, label: Option<OwnerLabel>) -> Self {
+        self.label = label;
+        self
+    }
+
+    pub(crate) fn label(&self) -> Option<&OwnerLabel> {
+        self.label.as_ref()
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
@@ -64,6 +81,11 @@ impl ClientState {
 
     pub(crate) fn gates(&self) -> &Arc<Gates> {
         &self.gates
+    }
+
+    /// The client's metrics (nothing without the `metrics` feature).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn waiter_id(&self) -> &str {

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::backend::{Backend, Renewal};
 use crate::lease::{CommandPermit, Lease, Outcome};
+use crate::telemetry::renew_span;
 
 /// The leases of one client and the task renewing them.
 #[derive(Debug, Default)]
@@ -165,6 +167,8 @@ impl Shared {
             let ttl = e.lease.ttl();
             if e.next_renew > now + ttl / 12 {
                 earliest(e.next_renew);
+            } else if !e.lease.renewable() {
+                // The lease already reaches its cap (`max_hold`): it ends at its deadline.
             } else if let Some(permit) = e.lease.try_command() {
                 // Taken after the permit: an extension that just finished has set it.
                 let ttl = e.lease.ttl();
@@ -204,6 +208,7 @@ impl Shared {
                 }
                 // Try again soon, until the deadline says otherwise.
                 Outcome::Unknown => {
+                    d.lease.renewal_failed();
                     e.next_renew = Instant::now() + (d.ttl / 10).max(Duration::from_millis(20));
                 }
             }
@@ -239,23 +244,42 @@ async fn run(shared: Weak<Shared>, backend: Weak<Backend>) {
 }
 
 async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
+    let span = renew_span(due.len());
+    if !span.is_disabled() {
+        for d in &due {
+            d.lease.followed_by(&span);
+        }
+    }
     let sent = Instant::now();
     let batch: Vec<Renewal<'_>> = due
         .iter()
         .map(|d| Renewal {
             key: d.lease.full_key(),
             token: d.lease.token(),
-            ttl: d.ttl,
+            // Never past the lease's cap; at the cap, a lease that runs out at once.
+            ttl: d
+                .lease
+                .command_ttl(sent, d.ttl)
+                .unwrap_or(Duration::from_millis(1)),
         })
         .collect();
-    let answers = match backend.renew(&batch).await {
+    let answers = match backend.renew(&batch).instrument(span.clone()).await {
         Ok(answers) => answers,
         Err(err) => {
-            tracing::debug!(%err, locks = due.len(), "renewal failed; retrying until the lease deadline");
+            tracing::debug!(parent: &span, %err, locks = due.len(), "renewal failed; retrying until the lease deadline");
             vec![None; due.len()]
         }
     };
     drop(batch);
+    let outcome = if answers.len() < due.len() || answers.contains(&None) {
+        "failed"
+    } else if answers.contains(&Some(false)) {
+        "lost"
+    } else {
+        "renewed"
+    };
+    span.record("outcome", outcome);
+    // Losses are reported inside their hold spans, which follow from this one.
     shared.renewed(due, answers, sent);
     shared.wake.notify_one();
 }

@@ -20,13 +20,20 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::{ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::Notify;
 
 use super::notices::{Event, Notices, Subscriber};
-use super::redis::{acquire_on, inspect_on, leave_on, parse_attempt, release_on, renew_on};
-use super::{AcquireArgs, Attempt, Release, Renewal, Wakeups, millis};
+use super::redis::{
+    acquire_on, force_release_on, inspect_on, leave_on, parse_attempt, parse_reads, parse_scan,
+    read_locks_pipeline, release_on, renew_on, scan_command,
+};
+use super::{
+    AcquireArgs, Attempt, ListCursor, ListState, Release, Renewal, StoredLock, Wakeups, millis,
+};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -202,6 +209,90 @@ impl ClusterBackend {
 
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
         inspect_on(&mut self.conn.clone(), key).await
+    }
+
+    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<Release, LockError> {
+        force_release_on(&mut self.conn.clone(), key, fence, Some("SPUBLISH")).await
+    }
+
+    /// A listing page: `SCAN` on one primary at a time (the primaries are found on the first
+    /// page), then the values of the keys found in one pipeline routed by key. A resharding
+    /// during the listing may skip or repeat keys.
+    pub(crate) async fn list_page(
+        &self,
+        at: &mut ListCursor,
+    ) -> Result<Vec<StoredLock>, LockError> {
+        if !matches!(at.state, ListState::Primaries(_)) {
+            at.state = ListState::Primaries(self.primaries().await?);
+        }
+        let ListState::Primaries(primaries) = &at.state else {
+            return Ok(Vec::new());
+        };
+        let Some((host, port)) = primaries.get(at.node).cloned() else {
+            at.done = true;
+            return Ok(Vec::new());
+        };
+        let count = primaries.len();
+        let node = SingleNodeRoutingInfo::ByAddress { host, port };
+        let mut conn = self.conn.clone();
+        let reply = conn
+            .route_command(
+                scan_command(at.cursor, &at.pattern),
+                RoutingInfo::SingleNode(node.clone()),
+            )
+            .await
+            .map_err(LockError::from_redis)?;
+        let (next, keys) = parse_scan(reply)?;
+        // The keys are that node's: read them there, in one pipeline (a key whose slot moved
+        // meanwhile answers an error and is passed over).
+        let locks = if keys.is_empty() {
+            Vec::new()
+        } else {
+            let pipe = read_locks_pipeline(&keys);
+            let commands = 2 * keys.len();
+            let replies = conn
+                .route_pipeline(pipe, 0, commands, node)
+                .await
+                .map_err(LockError::from_redis)?;
+            parse_reads(keys, &replies)?
+        };
+        at.advance(next, count);
+        Ok(locks.into_iter().flatten().collect())
+    }
+
+    /// The addresses of the cluster's primaries, sorted.
+    async fn primaries(&self) -> Result<Vec<(String, u16)>, LockError> {
+        let every_primary = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = self
+            .conn
+            .clone()
+            .route_command(redis::cmd("PING"), every_primary)
+            .await
+            .map_err(LockError::from_redis)?;
+        let unexpected = || {
+            LockError::backend(
+                BackendErrorKind::Server,
+                "the cluster did not name its primaries",
+            )
+        };
+        let redis::Value::Map(answers) = reply else {
+            return Err(unexpected());
+        };
+        let mut primaries = Vec::with_capacity(answers.len());
+        for (address, answer) in answers {
+            if let redis::Value::ServerError(err) = answer {
+                return Err(LockError::backend(
+                    BackendErrorKind::Connection,
+                    format!("a primary could not be reached to list its locks: {err:?}"),
+                ));
+            }
+            let address: String = redis::from_redis_value(address).map_err(|_| unexpected())?;
+            let (host, port) = address.rsplit_once(':').ok_or_else(unexpected)?;
+            let port = port.parse().map_err(|_| unexpected())?;
+            primaries.push((host.to_owned(), port));
+        }
+        primaries.sort();
+        Ok(primaries)
     }
 
     pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{AcquireArgs, Attempt, RESERVATION, Release, Renewal, Wakeups, lock_info};
+use super::{
+    AcquireArgs, Attempt, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups, lock_info,
+};
 use crate::info::LockInfo;
 use crate::token::{Token, unix_micros};
 
@@ -296,10 +298,57 @@ impl MemoryBackend {
                 owner,
                 expires,
                 contended,
+                queue,
                 ..
-            } if *expires > now => Some(lock_info(*fence, owner, Some(*expires - now), *contended)),
+            } if *expires > now => {
+                let mut info = lock_info(*fence, owner, Some(*expires - now), *contended);
+                info.key = key.to_owned();
+                info.waiters = queue.len();
+                Some(info)
+            }
             _ => None,
         }
+    }
+
+    /// Releases `key` if it is held under `fence`, as its holder's release would.
+    pub(crate) fn force_release(&self, key: &str, fence: u64) -> Release {
+        let token = {
+            let state = self.store.lock();
+            match state.locks.get(key) {
+                Some(Slot::Held {
+                    token, fence: held, ..
+                }) if *held == fence => token.clone(),
+                _ => return Release::NotHeld,
+            }
+        };
+        // The token held the key under that fence; if it changed meanwhile, nothing is done.
+        self.release(key, &token)
+    }
+
+    /// The keys held under the prefix when the listing began (sorted), then up to 1000 of
+    /// them per page, read as they are now.
+    pub(crate) fn list_page(&self, at: &mut ListCursor) -> Vec<LockInfo> {
+        if !matches!(at.state, ListState::Snapshot(_)) {
+            let now = Instant::now();
+            let state = self.store.lock();
+            let mut keys: Vec<String> = state
+                .locks
+                .iter()
+                .filter(|(key, slot)| {
+                    key.starts_with(&at.prefix)
+                        && matches!(slot, Slot::Held { expires, .. } if *expires > now)
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.sort_unstable();
+            at.state = ListState::Snapshot(keys.into());
+        }
+        let ListState::Snapshot(keys) = &mut at.state else {
+            return Vec::new();
+        };
+        let page: Vec<String> = keys.drain(..keys.len().min(1000)).collect();
+        at.done = keys.is_empty();
+        page.iter().filter_map(|key| self.inspect(key)).collect()
     }
 
     pub(crate) fn subscribe(&self, key: &str) -> Wakeups {

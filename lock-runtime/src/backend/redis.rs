@@ -10,7 +10,10 @@ use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 use tokio::sync::Notify;
 
 use super::notices::{Event, Notices, Subscriber};
-use super::{AcquireArgs, Attempt, RESERVATION, Release, Renewal, Wakeups, millis, parse_value};
+use super::{
+    AcquireArgs, Attempt, RESERVATION, Release, Renewal, StoredLock, Wakeups, millis, parse_stored,
+    parse_value,
+};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -20,6 +23,7 @@ static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
 static RELEASE: Lua = Lua::new(include_str!("../scripts/release.lua"));
 static RENEW: Lua = Lua::new(include_str!("../scripts/renew.lua"));
 static LEAVE: Lua = Lua::new(include_str!("../scripts/leave.lua"));
+static FORCE_RELEASE: Lua = Lua::new(include_str!("../scripts/force_release.lua"));
 
 /// A Lua script, called by its SHA1 (`EVALSHA`) and sent whole (`EVAL`, which also caches it
 /// again) when the server does not know it: after `SCRIPT FLUSH`, a restart, a failover, or
@@ -70,7 +74,9 @@ impl Lua {
 const TOMBSTONE: Duration = Duration::from_secs(10);
 
 pub(crate) struct RedisBackend {
-    client: redis::Client,
+    /// Makes the pub/sub connection for release notices and replaces a broken manager;
+    /// `None` for a client built over a bare [`ConnectionManager`].
+    client: Option<redis::Client>,
     config: ConnectionManagerConfig,
     /// Replaced when it broke beyond repair (see [`RedisBackend::on_conn`]).
     conn: std::sync::RwLock<ConnectionManager>,
@@ -118,11 +124,50 @@ impl RedisBackend {
             url: redacted.clone(),
             reason: crate::key::url_error_reason(&e),
         })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(command_timeout))
-            .set_response_timeout(Some(command_timeout))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_millis(500));
+        Self::over_client(client, redacted, command_timeout, eager).await
+    }
+
+    /// Over a `redis::Client` the application made: its settings (address, credentials,
+    /// database, TLS, protocol) are kept; the connections are the library's own, made from
+    /// it with the command timeout.
+    pub(crate) async fn from_client(
+        client: redis::Client,
+        command_timeout: Duration,
+    ) -> Result<Self, LockError> {
+        let address = address(client.get_connection_info());
+        Self::over_client(client, address, command_timeout, true).await
+    }
+
+    /// Over a [`ConnectionManager`] the application made, for every command (each still
+    /// bounded by the command timeout). With the `client` it was made from, release notices
+    /// get their own pub/sub connection and a manager broken for good is replaced; without
+    /// it, waiters retry on the holder's lease and their backoff alone.
+    pub(crate) fn from_manager(
+        manager: ConnectionManager,
+        client: Option<redis::Client>,
+        command_timeout: Duration,
+    ) -> Self {
+        let url = client.as_ref().map_or_else(
+            || "an application's ConnectionManager".to_owned(),
+            |c| address(c.get_connection_info()),
+        );
+        Self {
+            client,
+            config: manager_config(command_timeout),
+            conn: std::sync::RwLock::new(manager),
+            url,
+            command_timeout,
+            notices: OnceLock::new(),
+        }
+    }
+
+    async fn over_client(
+        client: redis::Client,
+        redacted: String,
+        command_timeout: Duration,
+        eager: bool,
+    ) -> Result<Self, LockError> {
+        let config = manager_config(command_timeout);
         // Made on the library's own runtime, so that the connection's tasks do not die with
         // the caller's.
         let conn = if eager {
@@ -139,7 +184,7 @@ impl RedisBackend {
         }
         .map_err(|e| with_url(LockError::from_redis(e), &redacted))?;
         Ok(Self {
-            client,
+            client: Some(client),
             config,
             conn: std::sync::RwLock::new(conn),
             url: redacted,
@@ -183,10 +228,17 @@ impl RedisBackend {
                     Ok(Err(err)) if err.is_connection_dropped() => answer = Err(err),
                     Ok(done) => return done,
                     Err(_) => {
+                        let Some(client) = &self.client else {
+                            tracing::warn!(url = %self.url, "the connection broke for good; no redis::Client to make a new one");
+                            return Err(LockError::backend(
+                                BackendErrorKind::Connection,
+                                "the application's ConnectionManager broke (its runtime shut down)",
+                            ));
+                        };
                         tracing::warn!(url = %self.url, "the connection broke for good; making a new one");
                         let fresh = crate::background::enter(|| {
                             ConnectionManager::new_lazy_with_config(
-                                self.client.clone(),
+                                client.clone(),
                                 self.config.clone(),
                             )
                         });
@@ -286,6 +338,36 @@ impl RedisBackend {
             .await
     }
 
+    /// Releases `key` if it is held under `fence` (an operator's release).
+    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<Release, LockError> {
+        self.on_conn(|mut conn| async move { force_release_on(&mut conn, key, fence, None).await })
+            .await
+    }
+
+    /// One listing step: `SCAN` from `cursor` for `pattern`, then the values and leases of the
+    /// keys found in one pipeline. The next cursor (0: done) and the held locks (keys full).
+    pub(crate) async fn list_page(
+        &self,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<StoredLock>), LockError> {
+        self.on_conn(|mut conn| async move {
+            let (next, keys) = scan_on(&mut conn, cursor, pattern).await?;
+            let locks = read_locks_on(&mut conn, keys).await?;
+            Ok((next, locks.into_iter().flatten().collect()))
+        })
+        .await
+    }
+
+    /// The held locks at `keys` (in their order; `None` where none is held), one pipeline.
+    pub(crate) async fn read_locks(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<StoredLock>>, LockError> {
+        self.on_conn(|mut conn| async move { read_locks_on(&mut conn, keys.to_vec()).await })
+            .await
+    }
+
     /// Wake-ups for `key` (also on `shared`, for Redlock), once subscribed. Fails at once
     /// while the subscriber connection is being (re)made, and within the command timeout
     /// otherwise; see [`Notices`].
@@ -295,7 +377,14 @@ impl RedisBackend {
         waiter: &str,
         shared: Option<Arc<Notify>>,
     ) -> Result<Wakeups, LockError> {
-        self.notices(waiter)
+        let Some(notices) = self.notices(waiter) else {
+            return Err(LockError::backend(
+                BackendErrorKind::Connection,
+                "no release notices: a client built over a ConnectionManager alone cannot open \
+                 a pub/sub connection (give it the redis::Client too)",
+            ));
+        };
+        notices
             .wakeups(key, shared)
             .await
             .map_err(|e| with_url(e, &self.url))
@@ -303,10 +392,12 @@ impl RedisBackend {
 
     /// The shared release notices, over a pub/sub connection of their own (made on first use,
     /// replaced when it dies or goes silent).
-    fn notices(&self, waiter: &str) -> Arc<Notices> {
-        self.notices
+    fn notices(&self, waiter: &str) -> Option<Arc<Notices>> {
+        let client = self.client.as_ref()?;
+        let notices = self
+            .notices
             .get_or_init(|| {
-                let client = self.client.clone();
+                let client = client.clone();
                 let url = self.url.clone();
                 let connect = move || {
                     let (client, url) = (client.clone(), url.clone());
@@ -327,7 +418,8 @@ impl RedisBackend {
                 };
                 Notices::new(Box::new(connect), waiter, self.command_timeout)
             })
-            .clone()
+            .clone();
+        Some(notices)
     }
 }
 
@@ -434,6 +526,134 @@ pub(crate) async fn inspect_on<C: ConnectionLike>(
     Ok(value.and_then(|v| parse_value(&v, ttl)))
 }
 
+/// Runs the force-release script on `conn`: releases `key` if it is held under `fence`.
+pub(crate) async fn force_release_on<C: ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    fence: u64,
+    publish: Option<&str>,
+) -> Result<Release, LockError> {
+    let [tombstone, reservation, publish] = handoff_args(publish);
+    let fence = format!("{fence:016}");
+    let released: i64 = FORCE_RELEASE
+        .call(conn, &[key], &[&fence, &tombstone, &reservation, &publish])
+        .await?;
+    Ok(match released {
+        2 => Release::Notified,
+        1 => Release::Released,
+        _ => Release::NotHeld,
+    })
+}
+
+/// Keys asked for per `SCAN` call when listing.
+const SCAN_COUNT: usize = 1000;
+
+/// `SCAN cursor MATCH pattern COUNT 1000 TYPE string`: lock values are strings, so the
+/// server leaves other types out.
+pub(crate) fn scan_command(cursor: u64, pattern: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT)
+        .arg("TYPE")
+        .arg("string");
+    cmd
+}
+
+/// Reads a `SCAN` reply: the next cursor and the keys (keys that are not UTF-8, which
+/// distlock never writes, are left out).
+pub(crate) fn parse_scan(reply: redis::Value) -> Result<(u64, Vec<String>), LockError> {
+    let (cursor, keys): (String, Vec<Vec<u8>>) = redis::from_redis_value(reply).map_err(|e| {
+        LockError::backend(
+            BackendErrorKind::Server,
+            format!("SCAN answered something unexpected: {e}"),
+        )
+    })?;
+    let cursor = cursor.parse().map_err(|_| {
+        LockError::backend(
+            BackendErrorKind::Server,
+            "SCAN answered a cursor that is not a number",
+        )
+    })?;
+    let keys = keys
+        .into_iter()
+        .filter_map(|k| String::from_utf8(k).ok())
+        .collect();
+    Ok((cursor, keys))
+}
+
+/// One `SCAN` step on `conn`.
+pub(crate) async fn scan_on<C: ConnectionLike>(
+    conn: &mut C,
+    cursor: u64,
+    pattern: &str,
+) -> Result<(u64, Vec<String>), LockError> {
+    let reply = scan_command(cursor, pattern)
+        .query_async(conn)
+        .await
+        .map_err(LockError::from_redis)?;
+    parse_scan(reply)
+}
+
+/// `GET` and `PTTL` of every key, in one pipeline whose errors (such as `WRONGTYPE`) come
+/// back per command.
+pub(crate) fn read_locks_pipeline(keys: &[String]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for key in keys {
+        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+    }
+    pipe
+}
+
+/// Reads the replies to [`read_locks_pipeline`]: the held locks, in the order of `keys`,
+/// `None` for a tombstone, a reservation, a missing key, a value distlock did not write, or
+/// an error on that key. The keys in the answers are the full keys.
+pub(crate) fn parse_reads(
+    keys: Vec<String>,
+    replies: &[redis::Value],
+) -> Result<Vec<Option<StoredLock>>, LockError> {
+    if replies.len() != 2 * keys.len() {
+        return Err(LockError::backend(
+            BackendErrorKind::Server,
+            "a pipeline answered with the wrong number of replies",
+        ));
+    }
+    Ok(keys
+        .into_iter()
+        .zip(replies.chunks_exact(2))
+        .map(|(key, pair)| {
+            let value = redis::from_redis_value_ref::<Option<Vec<u8>>>(&pair[0])
+                .ok()
+                .flatten()?;
+            let pttl = redis::from_redis_value_ref::<i64>(&pair[1])
+                .ok()
+                .and_then(|p| u64::try_from(p).ok())
+                .map(Duration::from_millis);
+            let mut stored = parse_stored(std::str::from_utf8(&value).ok()?, pttl)?;
+            stored.info.key = key;
+            Some(stored)
+        })
+        .collect())
+}
+
+/// The held locks at `keys` on `conn`, one pipeline (see [`parse_reads`]).
+pub(crate) async fn read_locks_on<C: ConnectionLike>(
+    conn: &mut C,
+    keys: Vec<String>,
+) -> Result<Vec<Option<StoredLock>>, LockError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let replies: Vec<redis::Value> = read_locks_pipeline(&keys)
+        .query_async(conn)
+        .await
+        .map_err(LockError::from_redis)?;
+    parse_reads(keys, &replies)
+}
+
 /// Reads the acquire script's reply (see `scripts/acquire.lua`).
 pub(crate) fn parse_attempt(reply: &[redis::Value], user_key: &str) -> Result<Attempt, LockError> {
     let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).ok();
@@ -458,6 +678,26 @@ pub(crate) fn parse_attempt(reply: &[redis::Value], user_key: &str) -> Result<At
         _ => Err(LockError::KeyConflict {
             key: user_key.to_owned(),
         }),
+    }
+}
+
+/// How the library's connection managers are set up: every step bounded by the command
+/// timeout, a few quick reconnect attempts.
+fn manager_config(command_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(command_timeout))
+        .set_response_timeout(Some(command_timeout))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+/// Where a `redis::Client` connects, as a URL without credentials.
+fn address(info: &redis::ConnectionInfo) -> String {
+    let db = info.redis_settings().db();
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("redis://{host}:{port}/{db}"),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}/{db}"),
+        other => format!("redis+unix://{other}"),
     }
 }
 

@@ -36,13 +36,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::join_all;
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
+use super::{
+    AcquireArgs, Attempt, ListCursor, ListState, RedisBackend, Release, Renewal, StoredLock,
+    Wakeups,
+};
 use crate::info::LockInfo;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError};
@@ -129,7 +130,8 @@ impl RedlockBackend {
         self.nodes.len() / 2 + 1
     }
 
-    /// How long one node may take to answer an acquire or renewal of a `ttl` lease.
+    /// How long one node may take to answer an acquire or renewal of a `ttl` lease (a
+    /// renewal gets at least [`RENEW_FLOOR`]).
     fn node_timeout(&self, ttl: Duration) -> Duration {
         (ttl / 10).min(self.command_timeout)
     }
@@ -295,7 +297,13 @@ impl RedlockBackend {
         let Some(shortest) = batch.iter().map(|r| r.ttl).min() else {
             return Vec::new();
         };
-        let per_node = self.node_timeout(shortest);
+        // A renewal (or a minimum hold's rest, or a lease shortened near its cap) may carry a
+        // lease of a few milliseconds: a tenth of it is no time to answer in. Its deadline is
+        // measured from when it was sent whatever the wait, so waiting longer costs nothing.
+        let per_node = self
+            .node_timeout(shortest)
+            .max(RENEW_FLOOR)
+            .min(self.command_timeout);
         let answers = join_all(
             self.nodes
                 .iter()
@@ -323,34 +331,190 @@ impl RedlockBackend {
             .collect()
     }
 
-    /// The holder as the first node that knows one says; nobody once a majority knows none
-    /// (a lock needs a majority). A silent node is given up after the command timeout.
+    /// What every node stores for `key` (in node order): its lock, none, or why it could not
+    /// be read.
+    async fn read_everywhere(&self, key: &str) -> Vec<Result<Option<StoredLock>, LockError>> {
+        let keys = [key.to_owned()];
+        join_all(self.nodes.iter().map(|node| {
+            let keys = &keys;
+            async move {
+                within(self.command_timeout, node, node.read_locks(keys))
+                    .await
+                    .map(|mut found| found.pop().flatten())
+            }
+        }))
+        .await
+    }
+
+    /// The holder as a majority of nodes say: the token a majority holds `key` with, with the
+    /// largest of those nodes' fences and what remains until fewer than a majority hold it
+    /// (the rule [`list_page`](Self::list_page) follows). `None` when no token has a
+    /// majority; an error when too many nodes could not be read to tell.
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        let mut answers: FuturesUnordered<_> = self
-            .nodes
+        let reads = self.read_everywhere(key).await;
+        let held: Vec<&StoredLock> = reads
             .iter()
-            .map(|n| within(self.command_timeout, n, n.inspect(key)))
+            .filter_map(|r| r.as_ref().ok()?.as_ref())
             .collect();
-        let mut nobody = 0;
-        let mut first_error = None;
-        while let Some(answer) = answers.next().await {
-            match answer {
-                Ok(Some(info)) => return Ok(Some(info)),
-                Ok(None) => {
-                    nobody += 1;
-                    if nobody > self.nodes.len() - self.quorum() {
-                        return Ok(None);
-                    }
-                }
-                Err(err) => {
-                    first_error.get_or_insert(err);
+        if let Some(info) = agreed(&held, self.quorum()) {
+            return Ok(Some(info));
+        }
+        let unknown = reads.iter().filter(|r| r.is_err()).count();
+        match reads.iter().find_map(|r| r.as_ref().err()) {
+            // The silent nodes could still make a majority for some token.
+            Some(err) if unknown + held.len() >= self.quorum() => Err(error_copy(err)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Releases the acquisition that holds `key` under `fence` on some node. Fences are per
+    /// node (each node's clock), so the fence names the acquisition's token on the node that
+    /// has it; then every node holding that token releases it under its own fence. True when
+    /// a majority released it (a lock held on a minority only is cleaned up, and false).
+    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<bool, LockError> {
+        let reads = self.read_everywhere(key).await;
+        let unknown = reads.iter().filter(|r| r.is_err()).count();
+        let first_error = || reads.iter().find_map(|r| r.as_ref().err()).map(error_copy);
+        let token = reads.iter().find_map(|read| match read {
+            Ok(Some(held)) if held.info.fencing_token == fence => Some(held.token.clone()),
+            _ => None,
+        });
+        let Some(token) = token else {
+            // Nobody answering holds it under that fence; the silent nodes could.
+            return match first_error() {
+                Some(err) if unknown >= self.quorum() => Err(err),
+                _ => Ok(false),
+            };
+        };
+        let answers = join_all(self.nodes.iter().zip(&reads).map(|(node, read)| {
+            let token = &token;
+            async move {
+                match read {
+                    Ok(Some(held)) if held.token == *token => within(
+                        self.command_timeout,
+                        node,
+                        node.force_release(key, held.info.fencing_token),
+                    )
+                    .await
+                    .map(|r| r != Release::NotHeld),
+                    _ => Ok(false),
                 }
             }
+        }))
+        .await;
+        let released = answers.iter().filter(|a| matches!(a, Ok(true))).count();
+        let failed = answers.iter().filter(|a| a.is_err()).count() + unknown;
+        if released >= self.quorum() {
+            return Ok(true);
         }
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(None),
+        if released + failed >= self.quorum() {
+            let err = answers
+                .iter()
+                .find_map(|a| a.as_ref().err())
+                .map(error_copy)
+                .or_else(first_error);
+            if let Some(err) = err {
+                return Err(err);
+            }
         }
+        Ok(false)
+    }
+
+    /// A listing page: the nodes are scanned one after the other. A lock is listed when a
+    /// majority of nodes hold its key with the same token, once, from the first node (in the
+    /// order given) that was scanned to the end and holds it. Its fence is the largest of
+    /// those nodes', its lease what remains until fewer than a majority hold it. A node that
+    /// cannot be scanned is passed over; when more than a minority cannot, the listing ends
+    /// with an error.
+    pub(crate) async fn list_page(&self, at: &mut ListCursor) -> Result<Vec<LockInfo>, LockError> {
+        let n = self.nodes.len();
+        let quorum = self.quorum();
+        if !matches!(at.state, ListState::Redlock { .. }) {
+            at.state = ListState::Redlock {
+                scanned: vec![false; n],
+                failed: 0,
+            };
+        }
+        let i = at.node;
+        let Some(node) = self.nodes.get(i) else {
+            at.done = true;
+            return Ok(Vec::new());
+        };
+        let page = within(
+            self.command_timeout,
+            node,
+            node.list_page(at.cursor, &at.pattern),
+        )
+        .await;
+        let ListState::Redlock { scanned, failed } = &mut at.state else {
+            return Ok(Vec::new());
+        };
+        let (next, locks) = match page {
+            Ok(page) => page,
+            Err(err) => {
+                *failed += 1;
+                tracing::warn!(%err, "a Redlock node could not be listed; passing it over");
+                if *failed > n - quorum {
+                    at.done = true;
+                    return Err(LockError::backend(
+                        BackendErrorKind::Connection,
+                        format!(
+                            "Redlock quorum unavailable: {failed} of {n} nodes could not be listed ({err})"
+                        ),
+                    ));
+                }
+                at.advance(0, n);
+                return Ok(Vec::new());
+            }
+        };
+        let keys: Vec<String> = locks.iter().map(|l| l.info.key.clone()).collect();
+        let others = join_all(self.nodes.iter().enumerate().map(|(j, other)| {
+            let keys = &keys;
+            async move {
+                if j == i || keys.is_empty() {
+                    return None;
+                }
+                within(self.command_timeout, other, other.read_locks(keys))
+                    .await
+                    .ok()
+            }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(locks.len());
+        'locks: for (k, lock) in locks.into_iter().enumerate() {
+            let StoredLock { token, mut info } = lock;
+            let mut ttls = vec![info.ttl];
+            for (j, answer) in others.iter().enumerate() {
+                let Some(held) = answer
+                    .as_ref()
+                    .and_then(|a| a.get(k))
+                    .and_then(Option::as_ref)
+                else {
+                    continue;
+                };
+                if held.token != token {
+                    continue;
+                }
+                if j < i && scanned[j] {
+                    continue 'locks; // listed from node j already
+                }
+                info.fencing_token = info.fencing_token.max(held.info.fencing_token);
+                info.contended |= held.info.contended;
+                ttls.push(held.info.ttl);
+            }
+            if ttls.len() < quorum {
+                continue;
+            }
+            // Held until all but quorum - 1 of them ran out.
+            ttls.sort_unstable_by(|a, b| b.cmp(a));
+            info.ttl = ttls[quorum - 1];
+            out.push(info);
+        }
+        if next == 0 {
+            scanned[i] = true;
+        }
+        at.advance(next, n);
+        Ok(out)
     }
 
     /// Release notices from every node, on one shared wake-up. Returns once a majority of
@@ -555,6 +719,34 @@ async fn acquire_on_node(mut task: NodeAcquire) {
     }
 }
 
+/// A node's error again, for an answer made of several nodes' answers.
+fn error_copy(err: &LockError) -> LockError {
+    match err {
+        LockError::Backend { kind, message, .. } => LockError::backend(*kind, message.clone()),
+        other => LockError::backend(BackendErrorKind::Server, other.to_string()),
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The least a node is given to answer a renewal, however short the lease it sets.
+const RENEW_FLOOR: Duration = Duration::from_millis(50);
+
+/// What a majority of nodes say of one key, from what each node that holds it stores: the
+/// token at least `quorum` of them hold, with the largest of their fences, `contended` if any
+/// says so, and the lease until all but `quorum - 1` of them ran out.
+fn agreed(held: &[&StoredLock], quorum: usize) -> Option<LockInfo> {
+    let winner = held
+        .iter()
+        .find(|h| held.iter().filter(|o| o.token == h.token).count() >= quorum)?;
+    let same: Vec<&&StoredLock> = held.iter().filter(|o| o.token == winner.token).collect();
+    let mut info = winner.info.clone();
+    info.fencing_token = same.iter().map(|h| h.info.fencing_token).max().unwrap_or(0);
+    info.contended = same.iter().any(|h| h.info.contended);
+    let mut ttls: Vec<Option<Duration>> = same.iter().map(|h| h.info.ttl).collect();
+    ttls.sort_unstable_by(|a, b| b.cmp(a));
+    info.ttl = ttls[quorum - 1];
+    Some(info)
 }

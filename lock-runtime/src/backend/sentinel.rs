@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
+use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, StoredLock, Wakeups};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -159,6 +159,22 @@ impl SentinelBackend {
 
     pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
         self.on_primary(|node| async move { node.inspect(key).await })
+            .await
+    }
+
+    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<Release, LockError> {
+        self.on_primary(|node| async move { node.force_release(key, fence).await })
+            .await
+    }
+
+    /// A listing page from the current primary. After a failover the listing goes on with
+    /// the same cursor on the new primary: keys may then be skipped or repeated.
+    pub(crate) async fn list_page(
+        &self,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<StoredLock>), LockError> {
+        self.on_primary(|node| async move { node.list_page(cursor, pattern).await })
             .await
     }
 

@@ -4,7 +4,8 @@
 -- KEYS[2]  optional, Redlock only: the node's boot marker (when this node's data started)
 -- ARGV[1]  the new holder's token: 32 lowercase hex characters
 -- ARGV[2]  the lease in milliseconds
--- ARGV[3]  owner info ("host/pid/acquired-at-ms"), kept for inspection only
+-- ARGV[3]  owner info ("[label/]host/pid/acquired-at-ms"), kept for inspection only; it never
+--          holds "|" (the label is escaped, see token.rs)
 -- ARGV[4]  what to do when the lock is busy: the asking client's waiter id (hex, no "|"):
 --          join the queue of waiting clients; "*": ask for a release notice without
 --          queueing (Redlock); "": nothing (a one-try acquire, which will not wait)
