@@ -7,6 +7,7 @@ use distlock::LockClient;
 use http::Response;
 use tower::Layer;
 
+use crate::metrics::{LayerMetrics, Outcome};
 use crate::{LockService, Protocol, Rejection};
 
 /// The default cap on a request-derived key, in bytes.
@@ -56,6 +57,7 @@ pub(crate) struct Config<K> {
     pub(crate) cancel_on_lost: bool,
     pub(crate) responder: Option<Arc<Responder>>,
     pub(crate) normalizer: Option<Arc<Normalizer>>,
+    pub(crate) metrics: LayerMetrics,
 }
 
 impl<K> Clone for LockLayer<K> {
@@ -108,6 +110,7 @@ impl<K> LockLayer<K> {
                 cancel_on_lost: true,
                 responder: None,
                 normalizer: None,
+                metrics: LayerMetrics::default(),
             }),
         }
     }
@@ -144,7 +147,10 @@ impl<K: Clone> LockLayer<K> {
     }
 
     /// Text put before every extracted key (default empty), e.g. `"payments:"`, so that
-    /// different routes or services keep separate locks.
+    /// different routes or services keep separate locks. Give one whenever the layer shares
+    /// its client with other code: without it a request can name any lock of the client
+    /// (an application's job lock, its `leader:<name>` election) and hold it for as long as
+    /// the request runs. The namespace is also the metrics key label of the layer's locks.
     ///
     /// # Examples
     ///
@@ -281,6 +287,20 @@ impl<K: Clone> LockLayer<K> {
 }
 
 impl<K> Config<K> {
+    /// Counts what became of a request (feature `metrics`).
+    /// The key label of the runtime's metrics for this layer's locks: the namespace (without
+    /// a trailing `:`), or `request` without one; never text from the request.
+    pub(crate) fn metrics_label(&self) -> std::borrow::Cow<'static, str> {
+        match self.namespace.trim_end_matches(':') {
+            "" => std::borrow::Cow::Borrowed("request"),
+            namespace => std::borrow::Cow::Owned(namespace.to_owned()),
+        }
+    }
+
+    pub(crate) fn count(&self, outcome: Outcome) {
+        self.metrics.count(&self.namespace, outcome);
+    }
+
     /// The key to lock for the key taken from a request: normalised, then checked.
     pub(crate) fn key_for(&self, raw: String) -> Result<String, &'static str> {
         let key = match &self.normalizer {

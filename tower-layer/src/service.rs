@@ -11,6 +11,7 @@ use crate::body::{LockBody, LostEnding};
 use crate::future::ResponseFuture;
 use crate::key::KeyExtractor;
 use crate::layer::Config;
+use crate::metrics::Outcome;
 use crate::{Protocol, Rejection};
 
 /// The service made by [`LockLayer`](crate::LockLayer): runs the inner service while holding
@@ -82,6 +83,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let protocol = Protocol::of(&req);
         let refuse = |reason| {
+            self.config.count(Outcome::InvalidKey);
             let answer = self
                 .config
                 .answer(&Rejection::InvalidKey { reason }, protocol);
@@ -89,7 +91,10 @@ where
         };
         let key = match self.config.extractor.try_extract(&req) {
             Ok(Some(key)) => key,
-            Ok(None) => return ResponseFuture::passthrough(self.inner.call(req)),
+            Ok(None) => {
+                self.config.count(Outcome::PassedThrough);
+                return ResponseFuture::passthrough(self.inner.call(req));
+            }
             Err(reason) => return refuse(reason),
         };
         let key = match self.config.key_for(key) {
@@ -113,7 +118,7 @@ where
 async fn run_locked<S, K, ReqBody, ResBody>(
     config: Arc<Config<K>>,
     mut inner: S,
-    req: Request<ReqBody>,
+    mut req: Request<ReqBody>,
     key: String,
     protocol: Protocol,
 ) -> Result<Response<LockBody<ResBody>>, S::Error>
@@ -125,32 +130,45 @@ where
     let mut request = config
         .client
         .lock(format!("{}{key}", config.namespace))
-        .wait(config.wait);
+        .wait(config.wait)
+        // The key comes from the request: its text never becomes a metrics label.
+        .metrics_label(config.metrics_label());
     if let Some(ttl) = config.ttl {
         request = request.ttl(ttl);
     }
     let guard = match request.await {
         Ok(guard) => guard,
         Err(LockError::Busy { retry_after, .. }) => {
+            config.count(Outcome::Busy);
             return reject(Rejection::Busy { key, retry_after });
         }
         Err(LockError::InvalidKey { reason, .. }) => {
+            config.count(Outcome::InvalidKey);
             return reject(Rejection::InvalidKey { reason });
         }
         Err(error) if config.fail_open && error.is_backend() => {
+            config.count(Outcome::FailOpen);
             tracing::warn!(%error, "lock backend failed; running the request unlocked (fail-open)");
             let response = inner.call(req).await?;
             return Ok(response.map(LockBody::inner));
         }
-        Err(error) => return reject(Rejection::Unavailable { error }),
+        Err(error) => {
+            config.count(Outcome::Unavailable);
+            return reject(Rejection::Unavailable { error });
+        }
     };
-    let call = inner.call(req);
+    config.count(Outcome::Locked);
+    // The handler sees the lock: in the request's extensions, and as `distlock::current()`.
+    let held = guard.held_lock();
+    req.extensions_mut().insert(held.clone());
+    let call = held.scope(async move { inner.call(req).await });
     let response = if config.cancel_on_lost {
         let lost = guard.lost_owned();
         tokio::select! {
             biased;
             response = call => response?,
             () = lost => {
+                config.count(Outcome::Lost);
                 drop(guard);
                 return reject(Rejection::Lost { key });
             }
@@ -158,6 +176,13 @@ where
     } else {
         call.await?
     };
+    if config.cancel_on_lost && !guard.is_held() {
+        // Lost while the handler's last step ran (no await point to stop it at): its answer
+        // cannot claim it ran alone.
+        config.count(Outcome::Lost);
+        drop(guard);
+        return reject(Rejection::Lost { key });
+    }
     if config.hold_until_body_sent {
         let on_lost = config.cancel_on_lost.then(|| match protocol {
             Protocol::Grpc => LostEnding::grpc(&config.answer(&Rejection::Lost { key }, protocol)),
@@ -165,8 +190,14 @@ where
         });
         return Ok(response.map(|body| LockBody::holding(body, guard, on_lost)));
     }
-    if let Err(error) = guard.release().await {
-        tracing::debug!(%error, key, "releasing a request's lock failed");
+    match guard.release().await {
+        Err(LockError::Lost { .. }) if config.cancel_on_lost => {
+            // The lock was gone by the time the handler answered.
+            config.count(Outcome::Lost);
+            return reject(Rejection::Lost { key });
+        }
+        Err(error) => tracing::debug!(%error, key, "releasing a request's lock failed"),
+        Ok(()) => {}
     }
     Ok(response.map(LockBody::inner))
 }
