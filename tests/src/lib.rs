@@ -229,6 +229,21 @@ impl RedisServer {
         }
     }
 
+    /// Records, as a Redlock node's acquire script would, that this node has kept its data
+    /// for an hour (the boot marker under the default prefix), so it votes at once instead
+    /// of sitting out a quarantine as a brand-new node does.
+    ///
+    /// # Panics
+    ///
+    /// When the commands fail.
+    pub fn kept_data_for_an_hour(&self) {
+        let time: Vec<String> = self.cmd(&["TIME"]);
+        let now: u64 =
+            time[0].parse::<u64>().unwrap() * 1_000_000 + time[1].parse::<u64>().unwrap();
+        let boot = now - 3_600_000_000;
+        self.cmd::<()>(&["SET", "distlock:__boot", &format!("{boot:016}")]);
+    }
+
     /// Freezes it (SIGSTOP): connections stay open, nothing is answered.
     pub fn pause(&self) {
         self.signal("-STOP");
@@ -317,6 +332,30 @@ impl RedisServer {
             .build()
             .await
             .expect("connect to the test redis-server")
+    }
+}
+
+/// Polls a one-try acquire of `key` (lease 5 s) every 2 ms until it succeeds or `within`
+/// passed since `t0`: the guard and when (since `t0`) it was granted.
+///
+/// # Panics
+///
+/// When an attempt fails otherwise than busy.
+pub async fn first_take(
+    client: &distlock::LockClient,
+    key: &str,
+    t0: Instant,
+    within: Duration,
+) -> Option<(Duration, distlock::LockGuard)> {
+    loop {
+        match client.lock(key).ttl(Duration::from_secs(5)).await {
+            Ok(g) => return Some((t0.elapsed(), g)),
+            Err(e) => assert!(e.is_busy(), "{e}"),
+        }
+        if t0.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

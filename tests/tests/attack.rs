@@ -283,14 +283,7 @@ async fn fences_strictly_increase_through_everything() {
 async fn redlock_lease_longer_than_the_quarantine() {
     let mut nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     for server in &nodes {
-        let time: Vec<String> = server.cmd(&["TIME"]);
-        let now: u64 =
-            time[0].parse::<u64>().unwrap() * 1_000_000 + time[1].parse::<u64>().unwrap();
-        server.cmd::<()>(&[
-            "SET",
-            "distlock:__boot",
-            &format!("{:016}", now - 3_600_000_000),
-        ]);
+        server.kept_data_for_an_hour();
     }
     let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
     let mk = || {

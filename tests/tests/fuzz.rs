@@ -11,6 +11,8 @@
 //! - `FUZZ_DUMP=<dir>`: also write each run's merged history to `<dir>/<deployment>-<seed>.history`;
 //! - `FUZZ_RECHECK=<dir>/<deployment>-<seed>.history`: only check a written history again
 //!   (`recheck_a_written_history`; the leak check needs the live run and is not repeated).
+//!   Histories written before the hold fields (`min_hold`, `max_hold`, sightings with their
+//!   lease) read as holds without a minimum or cap.
 //!
 //! A failing run prints its seed, the summary, and the events of the offending key around
 //! each violation.

@@ -24,6 +24,14 @@ on_both_backends!(
     joined_calls_inside_a_holder_take_turns,
     a_joined_call_without_wait_finds_its_sibling_busy,
     current_names_the_held_lock,
+    skip_does_not_run_the_body_while_busy,
+    skip_returns_other_lock_errors,
+    at_least_turns_away_later_calls_within_it,
+    on_error_hold_keeps_the_minimum_after_an_error,
+    on_error_release_lets_the_next_call_in_after_an_error,
+    a_panic_keeps_the_minimum_by_default,
+    at_most_cancels_a_body_that_runs_forever,
+    current_offers_remaining_and_extend_within_at_most,
 );
 
 #[distributed_lock(key = "excl:{id}", client = locks, wait = "10s")]
@@ -349,4 +357,241 @@ async fn current_names_the_held_lock(env: &Env) {
     assert_eq!(key, "report:3");
     assert!(fence > 0);
     assert!(distlock::current().is_none());
+}
+
+#[distributed_lock(key = "nightly:{day}", client = locks, on_busy = "skip")]
+async fn nightly(
+    locks: &LockClient,
+    day: &str,
+    runs: &AtomicUsize,
+) -> Result<Option<usize>, LockError> {
+    Ok(Some(runs.fetch_add(1, Ordering::SeqCst) + 1))
+}
+
+async fn skip_does_not_run_the_body_while_busy(env: &Env) {
+    let client = env.client().await;
+    let other = env.client().await;
+    let runs = AtomicUsize::new(0);
+    let held = other.lock("nightly:1").await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(nightly(&client, "1", &runs).await.unwrap(), None);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "a skipped call ran the body"
+    );
+    // Another key is not busy.
+    assert_eq!(nightly(&client, "2", &runs).await.unwrap(), Some(1));
+    held.release().await.unwrap();
+    assert_eq!(nightly(&client, "1", &runs).await.unwrap(), Some(2));
+    assert_eq!(client.held_locks(), 0);
+}
+
+async fn skip_returns_other_lock_errors(env: &Env) {
+    let client = env.client().await;
+    let runs = AtomicUsize::new(0);
+    // Not busy but refused: an invalid key is an error, not a skip.
+    let long = "x".repeat(distlock::MAX_KEY_LEN + 1);
+    let err = nightly(&client, &long, &runs).await.unwrap_err();
+    assert!(!err.is_busy(), "{err}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+const AT_LEAST: Duration = Duration::from_millis(600);
+
+#[distributed_lock(key = "tick:{n}", client = locks, on_busy = "skip", at_least = "600ms")]
+async fn tick(locks: &LockClient, n: u32, runs: &AtomicUsize) -> Result<Option<()>, LockError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(Some(()))
+}
+
+/// Instances triggered for the same tick: the first runs the job, the ones triggered within
+/// `at_least` after it took the lock are turned away (also after its body returned), the one
+/// triggered after it runs.
+async fn at_least_turns_away_later_calls_within_it(env: &Env) {
+    let first = env.client().await;
+    let later = env.client().await;
+    let runs = AtomicUsize::new(0);
+    let start = Instant::now();
+    assert_eq!(tick(&first, 1, &runs).await.unwrap(), Some(()));
+    // The body returned: nothing in this process keeps the lock (no watchdog entry, no task)...
+    assert_eq!(first.held_locks(), 0);
+    // ...but the key is kept for the rest of the minimum.
+    assert_eq!(tick(&later, 1, &runs).await.unwrap(), None);
+    assert_eq!(tick(&first, 1, &runs).await.unwrap(), None);
+    let info = later.inspect("tick:1").await.unwrap().expect("kept");
+    assert!(
+        info.ttl.expect("a lease") <= AT_LEAST + Duration::from_millis(50),
+        "{info:?}"
+    );
+    tokio::time::sleep_until((start + Duration::from_millis(250)).into()).await;
+    let late_in_window = start.elapsed();
+    assert_eq!(tick(&later, 1, &runs).await.unwrap(), None);
+    assert!(
+        late_in_window < Duration::from_millis(500),
+        "the test itself was too slow to check inside the window: {late_in_window:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // Past the minimum (its drift margin is 1 % + 2 ms): the next trigger runs.
+    tokio::time::sleep_until((start + AT_LEAST + Duration::from_millis(300)).into()).await;
+    assert_eq!(tick(&later, 1, &runs).await.unwrap(), Some(()));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[distributed_lock(key = "import:{n}", client = locks, on_busy = "skip", at_least = "30s")]
+async fn import_holding(locks: &LockClient, n: u32, fail: bool) -> Result<Option<()>, JobError> {
+    if fail {
+        return Err(JobError::Failed);
+    }
+    Ok(Some(()))
+}
+
+#[distributed_lock(
+    key = "import:{n}",
+    client = locks,
+    on_busy = "skip",
+    at_least = "30s",
+    on_error = "release"
+)]
+async fn import_releasing(locks: &LockClient, n: u32, fail: bool) -> Result<Option<()>, JobError> {
+    if fail {
+        return Err(JobError::Failed);
+    }
+    Ok(Some(()))
+}
+
+async fn on_error_hold_keeps_the_minimum_after_an_error(env: &Env) {
+    let client = env.client().await;
+    let other = env.client().await;
+    assert!(matches!(
+        import_holding(&client, 1, true).await,
+        Err(JobError::Failed)
+    ));
+    // The failed run keeps the lock for the rest of the minimum: nobody retries it at once.
+    assert_eq!(import_holding(&other, 1, false).await.unwrap(), None);
+    assert_eq!(import_releasing(&other, 1, false).await.unwrap(), None);
+}
+
+async fn on_error_release_lets_the_next_call_in_after_an_error(env: &Env) {
+    let client = env.client().await;
+    let other = env.client().await;
+    assert!(matches!(
+        import_releasing(&client, 1, true).await,
+        Err(JobError::Failed)
+    ));
+    // Released at once: another instance retries and succeeds...
+    assert_eq!(import_releasing(&other, 1, false).await.unwrap(), Some(()));
+    // ...and a success keeps the minimum as usual.
+    assert_eq!(import_releasing(&client, 1, false).await.unwrap(), None);
+}
+
+#[distributed_lock(key = "fragile:{n}", client = locks, ttl = "30s", at_least = "800ms")]
+async fn fragile(locks: &LockClient, n: u32) -> Result<(), LockError> {
+    panic!("the job panicked");
+}
+
+#[distributed_lock(
+    key = "fragile:{n}",
+    client = locks,
+    ttl = "30s",
+    at_least = "800ms",
+    on_error = "release"
+)]
+async fn fragile_releasing(locks: &LockClient, n: u32) -> Result<(), LockError> {
+    panic!("the job panicked");
+}
+
+async fn a_panic_keeps_the_minimum_by_default(env: &Env) {
+    let client = env.client().await;
+    let other = env.client().await;
+    let start = Instant::now();
+    let task = tokio::spawn({
+        let client = client.clone();
+        async move { fragile(&client, 1).await }
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    // The dropped guard lets go in the background: the 30 s lease becomes what remains of
+    // the 800 ms minimum, and the key is kept until then.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = other.inspect("fragile:1").await.unwrap();
+        let info = info.expect("the minimum hold was not kept after a panic");
+        if info.ttl.expect("a lease") <= Duration::from_secs(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never let go: {info:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep_until((start + Duration::from_millis(1100)).into()).await;
+    free_now(&other, "fragile:1").await;
+
+    // With `on_error = "release"`, a panic frees the lock at once.
+    let task = tokio::spawn({
+        let client = client.clone();
+        async move { fragile_releasing(&client, 2).await }
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    free_now(&other, "fragile:2").await;
+}
+
+#[distributed_lock(key = "hung", client = locks, ttl = "300ms", at_most = "700ms")]
+async fn hung(locks: &LockClient, reached_end: &AtomicUsize) -> Result<(), LockError> {
+    std::future::pending::<()>().await;
+    reached_end.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+async fn at_most_cancels_a_body_that_runs_forever(env: &Env) {
+    let client = env.client().await;
+    let reached_end = AtomicUsize::new(0);
+    let start = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), hung(&client, &reached_end))
+        .await
+        .expect("at_most did not end the call")
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(err.is_lost(), "{err}");
+    assert_eq!(reached_end.load(Ordering::SeqCst), 0);
+    // The watchdog renewed the 300 ms lease until the cap (less its drift margin), not past it.
+    assert!(took >= Duration::from_millis(650), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(client.held_locks(), 0);
+    free_now(&env.client().await, "hung").await;
+}
+
+#[distributed_lock(key = "extended", client = locks, ttl = "1s", at_most = "3s")]
+async fn extended(
+    locks: &LockClient,
+    observed: &std::sync::Mutex<Vec<Duration>>,
+) -> Result<(), LockError> {
+    let held = distlock::current().expect("inside a guarded call");
+    let seen = |d| observed.lock().unwrap().push(d);
+    seen(held.remaining());
+    held.extend(Duration::from_secs(2)).await?;
+    seen(held.remaining());
+    // Far past `at_most`: the lease stops at it.
+    held.extend(Duration::from_secs(60)).await?;
+    seen(held.remaining());
+    let info = locks.inspect(held.key()).await?.expect("held");
+    seen(info.ttl.expect("a lease"));
+    Ok(())
+}
+
+async fn current_offers_remaining_and_extend_within_at_most(env: &Env) {
+    let client = env.client().await;
+    let observed = std::sync::Mutex::new(Vec::new());
+    extended(&client, &observed).await.unwrap();
+    let observed = observed.into_inner().unwrap();
+    let [initial, extended, capped, server] = observed[..] else {
+        panic!("{observed:?}");
+    };
+    let s = Duration::from_secs;
+    assert!(
+        initial <= s(1) && initial > Duration::from_millis(500),
+        "{observed:?}"
+    );
+    assert!(extended <= s(2) && extended > s(1), "{observed:?}");
+    assert!(capped <= s(3) && capped > s(2), "{observed:?}");
+    assert!(server <= s(3) && server > s(2), "{observed:?}");
 }

@@ -14,11 +14,7 @@ impl Nodes {
     fn start() -> Self {
         let nodes = Self::start_fresh();
         for server in &nodes.0 {
-            let time: Vec<String> = server.cmd(&["TIME"]);
-            let now: u64 =
-                time[0].parse::<u64>().unwrap() * 1_000_000 + time[1].parse::<u64>().unwrap();
-            let boot = now - 3_600_000_000;
-            server.cmd::<()>(&["SET", "distlock:__boot", &format!("{boot:016}")]);
+            server.kept_data_for_an_hour();
         }
         nodes
     }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use common::Env;
 use distlock::LockClient;
 use distlock_tests::wait_until_held;
-use distlock_tower::{HeaderKey, LockLayer, PathParam, Protocol, Rejection};
+use distlock_tower::{HeaderKey, LockLayer, Locked, PathParam, Protocol, Rejection};
 use futures_util::StreamExt;
 
 on_both_backends!(
@@ -26,6 +26,7 @@ on_both_backends!(
     the_lock_can_be_held_until_the_body_is_sent,
     a_held_body_waiting_on_its_stream_ends_when_the_lock_is_lost,
     rejections_can_be_customised,
+    the_handler_sees_the_fence_the_lock_holds,
 );
 
 /// Pays after `?ms=N` milliseconds of work.
@@ -554,4 +555,78 @@ async fn works_behind_timeout_and_concurrency_limit_layers() {
     let response = service.clone().oneshot(request(0)).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(client.held_locks(), 0);
+}
+
+/// The handler sees the lock it runs under, three ways: the `Locked` extractor, the
+/// `HeldLock` in the request's extensions, and `distlock::current()`; all carry the fence the
+/// lock holds on the backend. A route outside the layer gets `None` / a 500 for `Locked`.
+async fn the_handler_sees_the_fence_the_lock_holds(env: &Env) {
+    let client = env.client().await;
+    let inspector = client.clone();
+    let fences = move |Locked(lock): Locked, request: axum::extract::Request| {
+        let inspector = inspector.clone();
+        async move {
+            let from_extensions = request
+                .extensions()
+                .get::<distlock::HeldLock>()
+                .map(distlock::HeldLock::fencing_token);
+            let current = distlock::current().map(|held| held.fencing_token());
+            let stored = inspector
+                .inspect(lock.key())
+                .await
+                .unwrap()
+                .map(|info| info.fencing_token);
+            format!(
+                "{} {:?} {:?} {:?} {}",
+                lock.fencing_token(),
+                from_extensions,
+                current,
+                stored,
+                lock.remaining().as_millis() > 0
+            )
+        }
+    };
+    let app = Router::new()
+        .route("/accounts/{id}/fence", get(fences))
+        .route_layer(LockLayer::new(client.clone(), PathParam::new("id")))
+        .route(
+            "/unlocked",
+            get(|lock: Option<Locked>| async move { format!("{}", lock.is_some()) }),
+        )
+        .route("/unlocked-strict", get(|_: Locked| async { "never" }));
+    let addr = serve(app).await;
+    let body = http()
+        .get(format!("http://{addr}/accounts/7/fence"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parts: Vec<&str> = body.split(' ').collect();
+    let fence = parts[0];
+    assert_eq!(parts[1], format!("Some({fence})"), "{body}");
+    assert_eq!(
+        parts[2],
+        format!("Some({fence})"),
+        "current() in the handler: {body}"
+    );
+    assert_eq!(
+        parts[3],
+        format!("Some({fence})"),
+        "the fence the lock holds: {body}"
+    );
+    assert_eq!(parts[4], "true", "{body}");
+    let unlocked = http()
+        .get(format!("http://{addr}/unlocked"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlocked.text().await.unwrap(), "false");
+    let strict = http()
+        .get(format!("http://{addr}/unlocked-strict"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status(), 500);
 }

@@ -24,6 +24,7 @@ on_both_backends!(
     a_cancelled_call_releases_its_lock,
     a_lost_lease_aborts_the_call,
     a_lost_lease_aborts_a_held_stream,
+    the_handler_sees_the_fence_the_lock_holds,
 );
 
 /// `Check` sleeps for as many milliseconds as the request's `service` field says.
@@ -37,7 +38,21 @@ impl Health for Slow {
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let ms = request.get_ref().service.parse().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok(Response::new(HealthCheckResponse { status: 1 }))
+        // The lock the call runs under, as the handler sees it: in the extensions, and as
+        // `distlock::current()`; sent back in the response metadata.
+        let fences = format!(
+            "{:?} {:?}",
+            request
+                .extensions()
+                .get::<distlock::HeldLock>()
+                .map(distlock::HeldLock::fencing_token),
+            distlock::current().map(|held| held.fencing_token()),
+        );
+        let mut response = Response::new(HealthCheckResponse { status: 1 });
+        response
+            .metadata_mut()
+            .insert("x-fences", fences.parse().unwrap());
+        Ok(response)
     }
 
     type WatchStream =
@@ -218,4 +233,44 @@ async fn a_backend_that_is_down_answers_unavailable() {
     server.kill();
     let status = grpc.check(call(Some("1"), 0)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+/// The handler sees the fence the lock holds, in the request's extensions and as
+/// `distlock::current()`; an unlocked call sees none.
+async fn the_handler_sees_the_fence_the_lock_holds(env: &Env) {
+    let client = env.client().await;
+    let addr = serve(layer(client.clone())).await;
+    let mut health = connect(addr).await;
+    let response = health.check(call(Some("acct-9"), 0)).await.unwrap();
+    let fences = response
+        .metadata()
+        .get("x-fences")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (from_extensions, current) = fences.split_once(' ').unwrap();
+    assert_eq!(from_extensions, current, "{fences}");
+    let fence: u64 = from_extensions
+        .strip_prefix("Some(")
+        .and_then(|f| f.strip_suffix(')'))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("no fence in the handler: {fences}"));
+    // The next holder's fence is larger: the handler's was the one the lock held.
+    let next = client.lock("/grpc.health.v1.Health/Check:acct-9").await;
+    let next = match next {
+        Ok(guard) => guard.fencing_token(),
+        Err(err) => panic!("{err}"),
+    };
+    assert!(next > fence, "next fence {next} after {fence}");
+    let unlocked = health.check(call(None, 0)).await.unwrap();
+    assert_eq!(
+        unlocked
+            .metadata()
+            .get("x-fences")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "None None"
+    );
 }

@@ -3,6 +3,10 @@
 //! one machine and share the clock).
 //!
 //! A line is a tag and `name=value` fields: `A w=1 id=17 key=k0 via=lock ttl=300 ...`.
+//!
+//! Fields added later (`min`, `max`, `keep`, `until` on holds and attempts, `by` on
+//! extensions, `ttl` on sightings) are optional when read back, so histories written before them still load
+//! (`FUZZ_RECHECK`): they read as no minimum or maximum hold, and extensions through the guard.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -92,10 +96,14 @@ labels! {
 labels! {
     /// Why a worker stopped believing it held a lock.
     End {
-        /// It sent the release.
+        /// It sent the release (`release()`: a minimum hold is kept).
         Release = "release",
-        /// It dropped the guard.
+        /// It sent `release_now()` (the minimum hold is not kept).
+        ReleaseNow = "releasenow",
+        /// It dropped the guard (a minimum hold is kept).
         Drop = "drop",
+        /// It dropped the guard after `keep_minimum_on_drop(false)`.
+        DropNow = "dropnow",
         /// `lost()` resolved.
         Lost = "lost",
         /// `is_held()` answered false.
@@ -106,6 +114,18 @@ labels! {
         BodyLost = "bodylost",
         /// A guarded call came back with another error after its body ran.
         BodyError = "bodyerr",
+    }
+}
+
+labels! {
+    /// What an extension went through.
+    Through {
+        /// `guard.extend(d)`.
+        Guard = "guard",
+        /// `guard.held_lock().extend(d)`.
+        Held = "held",
+        /// `distlock::current().extend(d)` inside a guarded body.
+        Current = "current",
     }
 }
 
@@ -157,6 +177,10 @@ pub struct Attempt {
     pub wait_ms: u64,
     /// Whether the watchdog renews it.
     pub watchdog: bool,
+    /// The requested minimum hold (`min_hold`), 0 for none.
+    pub min_hold_ms: u64,
+    /// The requested maximum hold (`max_hold`), 0 for none.
+    pub max_hold_ms: u64,
     /// When it was started.
     pub start: u64,
     /// When it returned (for a guarded call: when its body started, or when it came back
@@ -186,12 +210,22 @@ pub struct Hold {
     pub ttl_ms: u64,
     /// Whether the watchdog renewed it.
     pub watchdog: bool,
+    /// The requested minimum hold, 0 for none.
+    pub min_hold_ms: u64,
+    /// The requested maximum hold, 0 for none.
+    pub max_hold_ms: u64,
+    /// Whether letting go kept the minimum hold (`release()`, or a drop without
+    /// `keep_minimum_on_drop(false)`), also when a loss was seen first.
+    pub keep: bool,
     /// When the acquire was started.
     pub sent: u64,
     /// When the acquire returned (the worker believes from here).
     pub acquired: u64,
     /// The last moment the worker saw it held (`is_held()` true, or a guarded body running).
     pub last_held: u64,
+    /// The latest instant `remaining()` ever pointed at (the time it was asked plus what it
+    /// answered), 0 when not asked.
+    pub until: u64,
     /// When the worker stopped believing (release sent, guard dropped, loss seen).
     pub end: u64,
     /// Why.
@@ -236,6 +270,8 @@ pub struct Extend {
     pub fence: u64,
     /// The new lease.
     pub ttl_ms: u64,
+    /// What it went through.
+    pub by: Through,
     /// When it was sent.
     pub start: u64,
     /// When it answered.
@@ -276,6 +312,8 @@ pub struct Seen {
     pub fence: u64,
     /// When it was asked.
     pub at: u64,
+    /// The lease the deployment said was left (so it held the key until `at + ttl` at least).
+    pub ttl_ms: Option<u64>,
 }
 
 /// A worker finished.
@@ -364,7 +402,7 @@ impl Event {
             ),
             Event::Attempt(e) => write!(
                 s,
-                "A w={} id={} key={} via={} ttl={} wait={} wd={} s={} e={} out={} f={}",
+                "A w={} id={} key={} via={} ttl={} wait={} wd={} min={} max={} s={} e={} out={} f={}",
                 e.worker,
                 e.id,
                 e.key,
@@ -372,6 +410,8 @@ impl Event {
                 e.ttl_ms,
                 e.wait_ms,
                 b(e.watchdog),
+                e.min_hold_ms,
+                e.max_hold_ms,
                 e.start,
                 e.end,
                 e.outcome,
@@ -379,7 +419,7 @@ impl Event {
             ),
             Event::Hold(e) => write!(
                 s,
-                "H w={} id={} key={} f={} via={} ttl={} wd={} sent={} acq={} last={} end={} why={} rel={} relat={}",
+                "H w={} id={} key={} f={} via={} ttl={} wd={} min={} max={} keep={} sent={} acq={} last={} until={} end={} why={} rel={} relat={}",
                 e.worker,
                 e.id,
                 e.key,
@@ -387,9 +427,13 @@ impl Event {
                 e.via,
                 e.ttl_ms,
                 b(e.watchdog),
+                e.min_hold_ms,
+                e.max_hold_ms,
+                b(e.keep),
                 e.sent,
                 e.acquired,
                 e.last_held,
+                e.until,
                 e.end,
                 e.reason,
                 e.release,
@@ -409,8 +453,8 @@ impl Event {
             ),
             Event::Extend(e) => write!(
                 s,
-                "X w={} id={} key={} f={} ttl={} s={} e={} ans={}",
-                e.worker, e.id, e.key, e.fence, e.ttl_ms, e.start, e.end, e.answer
+                "X w={} id={} key={} f={} ttl={} by={} s={} e={} ans={}",
+                e.worker, e.id, e.key, e.fence, e.ttl_ms, e.by, e.start, e.end, e.answer
             ),
             Event::Fault(e) => write!(
                 s,
@@ -430,7 +474,14 @@ impl Event {
                 }
             ),
             Event::Exit(e) => write!(s, "E w={} at={} stuck={}", e.worker, e.at, e.stuck),
-            Event::Seen(e) => write!(s, "S key={} f={} at={}", e.key, e.fence, e.at),
+            Event::Seen(e) => write!(
+                s,
+                "S key={} f={} at={} ttl={}",
+                e.key,
+                e.fence,
+                e.at,
+                e.ttl_ms.map_or("-".to_owned(), |t| t.to_string())
+            ),
         };
         s
     }
@@ -444,6 +495,8 @@ impl Event {
         let num = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
         let worker = || num("w").and_then(|w| u32::try_from(w).ok());
         let flag = |name: &str| num(name).map(|v| v == 1);
+        // Fields added later: absent in older histories.
+        let added = |name: &str| num(name).unwrap_or(0);
         Some(match tag {
             "B" => Event::Begin(Begin {
                 worker: worker()?,
@@ -461,6 +514,8 @@ impl Event {
                 ttl_ms: num("ttl")?,
                 wait_ms: num("wait")?,
                 watchdog: flag("wd")?,
+                min_hold_ms: added("min"),
+                max_hold_ms: added("max"),
                 start: num("s")?,
                 end: num("e")?,
                 outcome: Outcome::parse(fields.get("out")?)?,
@@ -474,9 +529,13 @@ impl Event {
                 via: Via::parse(fields.get("via")?)?,
                 ttl_ms: num("ttl")?,
                 watchdog: flag("wd")?,
+                min_hold_ms: added("min"),
+                max_hold_ms: added("max"),
+                keep: added("keep") == 1,
                 sent: num("sent")?,
                 acquired: num("acq")?,
                 last_held: num("last")?,
+                until: added("until"),
                 end: num("end")?,
                 reason: End::parse(fields.get("why")?)?,
                 release: Answer::parse(fields.get("rel")?)?,
@@ -498,6 +557,9 @@ impl Event {
                 key: text("key")?,
                 fence: num("f")?,
                 ttl_ms: num("ttl")?,
+                by: fields
+                    .get("by")
+                    .map_or(Some(Through::Guard), |by| Through::parse(by))?,
                 start: num("s")?,
                 end: num("e")?,
                 answer: Answer::parse(fields.get("ans")?)?,
@@ -525,6 +587,7 @@ impl Event {
                 key: text("key")?,
                 fence: num("f")?,
                 at: num("at")?,
+                ttl_ms: num("ttl"),
             }),
             _ => return None,
         })
@@ -584,6 +647,8 @@ mod tests {
                 ttl_ms: 300,
                 wait_ms: 0,
                 watchdog: true,
+                min_hold_ms: 700,
+                max_hold_ms: 0,
                 start: 5,
                 end: 9,
                 outcome: Outcome::Busy,
@@ -597,11 +662,15 @@ mod tests {
                 via: Via::Joined,
                 ttl_ms: 2000,
                 watchdog: false,
+                min_hold_ms: 300,
+                max_hold_ms: 900,
+                keep: true,
                 sent: 1,
                 acquired: 2,
                 last_held: 3,
+                until: 5,
                 end: 4,
-                reason: End::NotHeld,
+                reason: End::DropNow,
                 release: Answer::Lost,
                 released: 6,
             }),
@@ -621,6 +690,7 @@ mod tests {
                 key: "k1".into(),
                 fence: 77,
                 ttl_ms: 150,
+                by: Through::Held,
                 start: 1,
                 end: 2,
                 answer: Answer::Ok,
@@ -645,10 +715,40 @@ mod tests {
                 key: "k2".into(),
                 fence: 12,
                 at: 34,
+                ttl_ms: Some(250),
+            }),
+            Event::Seen(Seen {
+                key: "k2".into(),
+                fence: 13,
+                at: 35,
+                ttl_ms: None,
             }),
         ];
         for event in events {
             assert_eq!(Event::parse(&event.to_line()), Some(event.clone()));
         }
+    }
+
+    #[test]
+    fn lines_written_before_the_hold_fields_still_read() {
+        let hold = "H w=0 id=3 key=k1 f=77 via=lock ttl=2000 wd=1 sent=1 acq=2 last=3 end=4 \
+                    why=release rel=ok relat=6";
+        let Some(Event::Hold(h)) = Event::parse(hold) else {
+            panic!("an old hold line did not read");
+        };
+        assert_eq!(
+            (h.min_hold_ms, h.max_hold_ms, h.keep, h.until),
+            (0, 0, false, 0)
+        );
+        let attempt = "A w=1 id=2 key=k0 via=lock ttl=300 wait=0 wd=1 s=5 e=9 out=ok f=8";
+        let Some(Event::Attempt(a)) = Event::parse(attempt) else {
+            panic!("an old attempt line did not read");
+        };
+        assert_eq!((a.min_hold_ms, a.max_hold_ms), (0, 0));
+        let extend = "X w=2 id=3 key=k1 f=77 ttl=150 s=1 e=2 ans=ok";
+        let Some(Event::Extend(x)) = Event::parse(extend) else {
+            panic!("an old extend line did not read");
+        };
+        assert_eq!(x.by, Through::Guard);
     }
 }

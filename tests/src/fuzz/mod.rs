@@ -6,7 +6,8 @@
 //! fault proxies ([`proxy`]); writes go through a fenced store ([`store`]); [`run`] ties one
 //! seed together, and the [`checker`] reads the merged histories and reports overlapping
 //! holders, stale fenced writes and fence regressions, waits that outlived their bound, leaked
-//! locks, phantom holders, leases lost with no fault around and broken re-entrancy. A failing
+//! locks, phantom holders, leases lost with no fault around, broken re-entrancy, minimum holds
+//! cut short and leases believed or kept past their maximum hold. A failing
 //! run prints its seed and the events of the offending key around the violation;
 //! `FUZZ_SEED` replays it (`tests/tests/fuzz.rs` lists the knobs).
 //!

@@ -423,7 +423,8 @@ fn watch(monitor: &Monitor, kind: Kind, stop: &std::sync::atomic::AtomicBool) ->
 }
 
 /// Asks the deployment who holds each key every 50 ms until `stop`; one event per holder
-/// change.
+/// change, and one each time the holder's lease is seen to reach further (a renewal, an
+/// extension), with the lease left.
 fn observe(target: &Target, keys: &[String], stop: &std::sync::atomic::AtomicBool) -> Vec<Event> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -432,24 +433,38 @@ fn observe(target: &Target, keys: &[String], stop: &std::sync::atomic::AtomicBoo
     runtime.block_on(async {
         let client = target.client(Duration::from_millis(200)).await;
         let mut events = Vec::new();
-        let mut last: Vec<Option<u64>> = vec![None; keys.len()];
+        // Per key: the holder last seen, and the furthest its lease was seen to reach.
+        let mut last: Vec<Option<(u64, u64)>> = vec![None; keys.len()];
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             for (i, key) in keys.iter().enumerate() {
                 let at = now_us();
                 let Ok(info) = client.inspect(key).await else {
                     continue;
                 };
-                let fence = info.map(|i| i.fencing_token);
-                if let Some(fence) = fence
-                    && last[i] != Some(fence)
-                {
+                let Some(info) = info else {
+                    last[i] = None;
+                    continue;
+                };
+                let fence = info.fencing_token;
+                let ttl_ms = info
+                    .ttl
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX / 4_000));
+                // Asked at `at`, answered later: the key was held until `at + ttl` at least.
+                let reach = at + ttl_ms.unwrap_or(0) * 1000;
+                let further = match last[i] {
+                    Some((f, seen)) if f == fence => reach > seen + 20_000,
+                    _ => true,
+                };
+                if further {
                     events.push(Event::Seen(Seen {
                         key: key.clone(),
                         fence,
                         at,
+                        ttl_ms,
                     }));
                 }
-                last[i] = fence;
+                let seen = last[i].filter(|(f, _)| *f == fence).map_or(0, |(_, s)| s);
+                last[i] = Some((fence, reach.max(seen)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

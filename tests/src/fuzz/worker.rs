@@ -3,13 +3,19 @@
 //! and believed in the history.
 //!
 //! Operations: `client.lock(k)` with a random lease (100 ms..2 s), wait (none, or up to
-//! 1.5 s) and watchdog on or off, sometimes inside a `tokio::time::timeout` that drops it
-//! mid-flight; while held, sleeps, fenced writes and `extend(d)` shorter and longer than the
-//! lease; then `release()`, a dropped guard, or holding on until the lease runs out.
-//! `#[distributed_lock]` calls with bodies that tick and write, nested (re-entrant on the same
-//! key, and on another key), joined siblings on one key, and calls through the default client
-//! (made on another runtime). A poller looks at `is_held()` every [`POLL`] and `lost()` is
-//! watched, so a worker stops believing the moment it could know.
+//! 1.5 s) and watchdog on or off, sometimes a minimum hold (`min_hold`, up to
+//! [`MAX_MIN_HOLD`]) and a maximum one (`max_hold`), sometimes inside a
+//! `tokio::time::timeout` that drops it mid-flight; while held, sleeps, fenced writes and
+//! extensions shorter and longer than the lease, through the guard or its `HeldLock`; then
+//! `release()`, `release_now()`, a dropped guard (keeping the minimum hold or, after
+//! `keep_minimum_on_drop(false)`, not), or holding on until the lease runs out; a holder
+//! that saw its lease end may keep the guard a while longer before letting go (a hung job,
+//! what `max_hold` is for: the lock must be free meanwhile).
+//! `#[distributed_lock]` calls with bodies that tick, write and extend through
+//! `distlock::current()`, nested (re-entrant on the same key, and on another key), joined
+//! siblings on one key, and calls through the default client (made on another runtime). A
+//! poller looks at `is_held()` and `remaining()` every [`POLL`] and `lost()` is watched, so a
+//! worker stops believing the moment it could know.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +27,8 @@ use distlock::{LockClient, LockError, LockGuard, MemoryStore};
 use tokio::time::Instant;
 
 use super::history::{
-    Answer, Attempt, Begin, End, Event, Exit, Extend, Hold, Outcome, Sink, Via, Write, now_us,
+    Answer, Attempt, Begin, End, Event, Exit, Extend, Hold, Outcome, Sink, Through, Via, Write,
+    now_us,
 };
 use super::rng::Rng;
 use super::store::FencedStore;
@@ -31,6 +38,16 @@ pub const POLL: Duration = Duration::from_millis(5);
 
 /// The longest lease a worker ever asks for (TTL or extension).
 pub const MAX_LEASE: Duration = Duration::from_millis(2500);
+
+/// The longest minimum hold a worker asks for: within [`MAX_LEASE`], so that the leak check
+/// (which waits `MAX_LEASE` after the last worker) finds every kept lock gone, and below the
+/// Redlock quarantine like every lease (a minimum hold becomes one).
+pub const MAX_MIN_HOLD: Duration = Duration::from_millis(1500);
+
+/// How much longer than its minimum hold (or 100 ms) a maximum hold is drawn, at most.
+pub const MAX_HOLD_ABOVE: Duration = Duration::from_millis(2500);
+
+const _: () = assert!(MAX_MIN_HOLD.as_millis() <= MAX_LEASE.as_millis());
 
 /// Where the locks live, as a worker connects to them.
 #[derive(Debug, Clone)]
@@ -245,17 +262,22 @@ pub enum Step {
     Sleep(Duration),
     /// A fenced write.
     Write,
-    /// `guard.extend(d)` (guarded bodies have no guard and skip it).
-    Extend(Duration),
+    /// An extension to `d`, through the guard or its `HeldLock` (guarded bodies, which have
+    /// no guard, always go through `distlock::current()`).
+    Extend(Duration, Through),
 }
 
 /// How a plain hold ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
-    /// `guard.release().await`.
+    /// `guard.release().await` (keeps a minimum hold).
     Release,
-    /// `drop(guard)`.
+    /// `guard.release_now().await`.
+    ReleaseNow,
+    /// `drop(guard)` (keeps a minimum hold).
     Drop,
+    /// `guard.keep_minimum_on_drop(false); drop(guard)`.
+    DropNow,
     /// Wait for `lost()` (the lease runs out without the watchdog; with it, give up after a
     /// while and release).
     Expire,
@@ -275,12 +297,18 @@ pub struct OpPlan {
     pub wait: Duration,
     /// Watchdog on or off.
     pub watchdog: bool,
+    /// The minimum hold (`client.lock` only; zero is passed on and means none).
+    pub min_hold: Option<Duration>,
+    /// The maximum hold (`client.lock` only).
+    pub max_hold: Option<Duration>,
     /// How the lock is asked for.
     pub style: Style,
     /// What happens while it is held.
     pub steps: Vec<Step>,
     /// How a plain hold ends.
     pub finish: Finish,
+    /// How long a holder that saw its lease end keeps the guard before letting go.
+    pub linger: Duration,
     /// A pause before the next operation.
     pub think: Duration,
 }
@@ -297,6 +325,14 @@ impl OpPlan {
             rng.millis(0, 1500)
         };
         let watchdog = rng.chance(70);
+        // Every value is drawn whether used or not, so the stream stays aligned.
+        let min = rng.millis(0, ms(MAX_MIN_HOLD));
+        let above = rng.millis(0, ms(MAX_HOLD_ABOVE));
+        let (with_min, with_max, tight_max) = (rng.chance(30), rng.chance(35), rng.chance(20));
+        let min_hold = with_min.then_some(min);
+        // Never shorter than the minimum nor than 100 ms; sometimes exactly that.
+        let floor = min_hold.unwrap_or_default().max(Duration::from_millis(100));
+        let max_hold = with_max.then_some(if tight_max { floor } else { floor + above });
         let variants = [Variant::Short, Variant::Wait, Variant::Long];
         let variant = variants[rng.below(variants.len())];
         let timeout = rng.millis(1, 400);
@@ -318,17 +354,30 @@ impl OpPlan {
             .map(|_| {
                 let sleep = rng.millis(5, longest_sleep);
                 let extend = rng.millis(100, MAX_LEASE.as_millis() as u64);
+                let through = if rng.chance(50) {
+                    Through::Guard
+                } else {
+                    Through::Held
+                };
                 match rng.weighted(&[45, 30, 25]) {
                     0 => Step::Sleep(sleep),
                     1 => Step::Write,
-                    _ => Step::Extend(extend),
+                    _ => Step::Extend(extend, through),
                 }
             })
             .collect();
-        let finish = match rng.weighted(&[55, 30, 15]) {
+        let finish = match rng.weighted(&[42, 13, 22, 8, 15]) {
             0 => Finish::Release,
-            1 => Finish::Drop,
+            1 => Finish::ReleaseNow,
+            2 => Finish::Drop,
+            3 => Finish::DropNow,
             _ => Finish::Expire,
+        };
+        let linger = rng.millis(50, 2000);
+        let linger = if rng.chance(35) {
+            linger
+        } else {
+            Duration::ZERO
         };
         let think = rng.millis(0, 50);
         Self {
@@ -337,9 +386,12 @@ impl OpPlan {
             ttl,
             wait,
             watchdog,
+            min_hold,
+            max_hold,
             style,
             steps,
             finish,
+            linger,
             think,
         }
     }
@@ -347,6 +399,10 @@ impl OpPlan {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 4)
 }
 
 fn outcome_of(err: &LockError) -> Outcome {
@@ -482,12 +538,18 @@ impl Worker {
         };
         let bound = limit.unwrap_or(plan.wait);
         let (id, start) = self.begin(key, via, ms(bound));
-        let request = self
+        let mut request = self
             .client
             .lock(key)
             .ttl(plan.ttl)
             .wait(plan.wait)
             .watchdog(plan.watchdog);
+        if let Some(min) = plan.min_hold {
+            request = request.min_hold(min);
+        }
+        if let Some(max) = plan.max_hold {
+            request = request.max_hold(max);
+        }
         let result = match limit {
             Some(limit) => tokio::time::timeout(limit, request).await.ok(),
             None => Some(request.await),
@@ -506,6 +568,8 @@ impl Worker {
             ttl_ms: ms(plan.ttl),
             wait_ms: ms(bound),
             watchdog: plan.watchdog,
+            min_hold_ms: plan.min_hold.map_or(0, ms),
+            max_hold_ms: plan.max_hold.map_or(0, ms),
             start,
             end,
             outcome,
@@ -516,19 +580,27 @@ impl Worker {
         }
     }
 
-    /// Holds a guard through the plan's steps while watching `is_held()` and `lost()`.
+    /// Holds a guard through the plan's steps while watching `is_held()`, `remaining()` and
+    /// `lost()`.
     async fn hold(
         &self,
         plan: &OpPlan,
         id: u64,
         via: Via,
-        guard: LockGuard,
+        mut guard: LockGuard,
         sent: u64,
         acquired: u64,
     ) {
         let key = guard.key().to_owned();
         let fence = guard.fencing_token();
+        let held = guard.held_lock();
         let last = AtomicU64::new(acquired);
+        // The latest instant `remaining()` pointed at: asked after `t`, so `t + remaining`
+        // is never later than the deadline it read.
+        let until = AtomicU64::new(0);
+        let promised = |t: u64, remaining: Duration| {
+            until.fetch_max(t + micros(remaining), Ordering::Relaxed);
+        };
         let longest = AtomicU64::new(ms(plan.ttl));
         let lost = {
             let watch = async {
@@ -539,6 +611,7 @@ impl Worker {
                             return (End::NotHeld, t);
                         }
                         last.fetch_max(t, Ordering::Relaxed);
+                        promised(t, held.remaining());
                         tokio::time::sleep(POLL).await;
                     }
                 };
@@ -559,22 +632,27 @@ impl Worker {
                             let t = now_us();
                             if guard.is_held() {
                                 last.fetch_max(t, Ordering::Relaxed);
+                                promised(t, guard.remaining());
                                 self.write(id, &key, fence).await;
                             }
                         }
-                        Step::Extend(d) => {
+                        Step::Extend(d, by) => {
                             longest.fetch_max(ms(d), Ordering::Relaxed);
                             let start = now_us();
-                            let answer = answer_of(&guard.extend(d).await);
+                            let extended = match by {
+                                Through::Guard => guard.extend(d).await,
+                                Through::Held | Through::Current => held.extend(d).await,
+                            };
                             self.sink.record(Event::Extend(Extend {
                                 worker: self.spec.id,
                                 id,
                                 key: key.clone(),
                                 fence,
                                 ttl_ms: ms(d),
+                                by,
                                 start,
                                 end: now_us(),
-                                answer,
+                                answer: answer_of(&extended),
                             }));
                         }
                     }
@@ -594,25 +672,34 @@ impl Worker {
             }
         };
         let (reason, end) = match lost {
-            Some(seen) => seen,
+            Some(seen) => {
+                // Stopped believing, but the guard lives on for a while (a hung job).
+                tokio::time::sleep(plan.linger).await;
+                seen
+            }
             None => {
                 let t = now_us();
                 if guard.is_held() {
                     last.fetch_max(t, Ordering::Relaxed);
                 }
-                let reason = if plan.finish == Finish::Drop {
-                    End::Drop
-                } else {
-                    End::Release
+                let reason = match plan.finish {
+                    Finish::Release | Finish::Expire => End::Release,
+                    Finish::ReleaseNow => End::ReleaseNow,
+                    Finish::Drop => End::Drop,
+                    Finish::DropNow => End::DropNow,
                 };
                 (reason, t)
             }
         };
-        let release = if plan.finish == Finish::Drop {
-            drop(guard);
-            Answer::None
-        } else {
-            answer_of(&guard.release().await)
+        let keep = matches!(plan.finish, Finish::Release | Finish::Drop | Finish::Expire);
+        let release = match plan.finish {
+            Finish::Release | Finish::Expire => answer_of(&guard.release().await),
+            Finish::ReleaseNow => answer_of(&guard.release_now().await),
+            Finish::Drop | Finish::DropNow => {
+                guard.keep_minimum_on_drop(keep);
+                drop(guard);
+                Answer::None
+            }
         };
         self.sink.record(Event::Hold(Hold {
             worker: self.spec.id,
@@ -622,9 +709,13 @@ impl Worker {
             via,
             ttl_ms: longest.load(Ordering::Relaxed),
             watchdog: plan.watchdog,
+            min_hold_ms: plan.min_hold.map_or(0, ms),
+            max_hold_ms: plan.max_hold.map_or(0, ms),
+            keep,
             sent,
             acquired,
             last_held: last.load(Ordering::Relaxed),
+            until: until.load(Ordering::Relaxed),
             end,
             reason,
             release,
@@ -668,6 +759,7 @@ impl Worker {
             entered: AtomicU64::new(0),
             fence: AtomicU64::new(0),
             last: AtomicU64::new(0),
+            longest: AtomicU64::new(variant.ttl_ms()),
             done: AtomicBool::new(false),
         }
     }
@@ -753,6 +845,8 @@ struct Body<'a> {
     entered: AtomicU64,
     fence: AtomicU64,
     last: AtomicU64,
+    /// The longest lease asked for (the macro's TTL and every extension).
+    longest: AtomicU64,
     done: AtomicBool,
 }
 
@@ -780,7 +874,30 @@ impl Body<'_> {
                     self.alive();
                     self.worker.write(self.id, self.key, fence).await;
                 }
-                Step::Extend(_) => {}
+                Step::Extend(d, _) => {
+                    // The body's own handle on its lock (a guarded fn has no guard).
+                    let Some(held) = distlock::current() else {
+                        continue;
+                    };
+                    self.longest.fetch_max(ms(d), Ordering::Relaxed);
+                    let start = now_us();
+                    let answer = answer_of(&held.extend(d).await);
+                    if answer == Answer::Ok {
+                        // Still held: the body runs on (after an error it stops believing).
+                        self.alive();
+                    }
+                    self.worker.sink.record(Event::Extend(Extend {
+                        worker: self.worker.spec.id,
+                        id: self.id,
+                        key: self.key.to_owned(),
+                        fence,
+                        ttl_ms: ms(d),
+                        by: Through::Current,
+                        start,
+                        end: now_us(),
+                        answer,
+                    }));
+                }
             }
         }
         if let Then::Nest(other) = self.then {
@@ -816,6 +933,8 @@ impl Body<'_> {
             ttl_ms: self.variant.ttl_ms(),
             wait_ms: self.variant.wait_ms(),
             watchdog: true,
+            min_hold_ms: 0,
+            max_hold_ms: 0,
             start: self.start,
             end: if entered != 0 && !reenter {
                 entered
@@ -840,11 +959,15 @@ impl Body<'_> {
             key: self.key.to_owned(),
             fence,
             via: self.via,
-            ttl_ms: self.variant.ttl_ms(),
+            ttl_ms: self.longest.load(Ordering::Relaxed),
             watchdog: true,
+            min_hold_ms: 0,
+            max_hold_ms: 0,
+            keep: false,
             sent: self.start,
             acquired: entered,
             last_held: self.last.load(Ordering::Relaxed),
+            until: 0,
             end,
             reason,
             release: Answer::None,
