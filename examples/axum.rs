@@ -1,29 +1,47 @@
 //! Per-account payments behind `distlock-tower`: one payment per account at a time, across
 //! every instance of the service. The key is the `{account}` path parameter.
 //!
+//! The lock metrics (the runtime's and the layer's, feature `metrics`) are served in the
+//! Prometheus text format at `/metrics`.
+//!
 //! ```text
 //! cargo run -p examples --example axum             # serve, pay twice at once, print, exit
 //! cargo run -p examples --example axum -- --serve  # keep serving on 127.0.0.1:3000
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run -p examples --example axum
 //! ```
-//! Then, while serving: `curl -X POST localhost:3000/accounts/42/payments`.
+//! Then, while serving: `curl -X POST localhost:3000/accounts/42/payments` and
+//! `curl localhost:3000/metrics`.
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use distlock_tower::{LockLayer, PathParam};
+use distlock_tower::{LockLayer, Locked, PathParam};
+use examples::FencedStore;
+use metrics_exporter_prometheus::PrometheusBuilder;
 
-async fn pay(Path(account): Path<String>) -> String {
+/// The ledger the payments write to.
+static LEDGER: std::sync::LazyLock<FencedStore> = std::sync::LazyLock::new(FencedStore::default);
+
+async fn pay(Path(account): Path<String>, Locked(lock): Locked) -> String {
     // The payment: read the balance, call the bank, write the ledger. No other request for
-    // this account runs meanwhile.
+    // this account runs meanwhile; the write carries the lock's fence, so a request whose
+    // lease ran out (a long pause) cannot overwrite a newer one.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    format!("paid from account {account}\n")
+    match LEDGER.write(&account, lock.fencing_token()) {
+        Ok(()) => format!(
+            "paid from account {account} (fence {})\n",
+            lock.fencing_token()
+        ),
+        Err(refused) => format!("not paid: {refused}\n"),
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // The recorder first: clients register their metrics with the recorder installed then.
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
     let locks = examples::client_from_env().await?;
 
     let app = Router::new()
@@ -34,7 +52,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .namespace("payments:")
                 .ttl(Duration::from_secs(10)),
         )
-        .route("/health", get(|| async { "ok\n" }));
+        .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let prometheus = prometheus.clone();
+                async move {
+                    // Histograms are kept in buckets that upkeep rotates; do it per scrape.
+                    prometheus.run_upkeep();
+                    prometheus.render()
+                }
+            }),
+        );
 
     let serve = std::env::args().any(|a| a == "--serve");
     let addr = if serve {
@@ -78,5 +107,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         println!("{line}");
     }
     println!("after the first finished: {}", pay("42").await?);
+
+    // What a Prometheus scrape sees: the layer's outcomes and the locks' counters.
+    let scrape = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!("GET /metrics (excerpt):");
+    for line in scrape.lines().filter(|l| {
+        l.starts_with("distlock_tower_requests_total")
+            || l.starts_with("distlock_acquired_total")
+            || l.starts_with("distlock_busy_total")
+            || l.starts_with("distlock_held")
+    }) {
+        println!("  {line}");
+    }
     Ok(())
 }

@@ -19,13 +19,26 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 struct Ledger;
 
+/// Where the accounts' work is written.
+static LEDGER: std::sync::LazyLock<examples::FencedStore> =
+    std::sync::LazyLock::new(examples::FencedStore::default);
+
 #[tonic::async_trait]
 impl Health for Ledger {
     async fn check(
         &self,
-        _request: Request<HealthCheckRequest>,
+        request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         tokio::time::sleep(Duration::from_millis(300)).await; // the account's work
+        // The lock the call holds is in the request's extensions (and `distlock::current()`
+        // answers here too): its fence goes with the write.
+        let lock = request
+            .extensions()
+            .get::<distlock::HeldLock>()
+            .ok_or_else(|| Status::internal("not behind the lock layer"))?;
+        LEDGER
+            .write(lock.key(), lock.fencing_token())
+            .map_err(Status::aborted)?;
         Ok(Response::new(HealthCheckResponse { status: 1 }))
     }
 

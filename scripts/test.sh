@@ -21,3 +21,22 @@ redis-server --version
 
 cargo test --workspace --doc
 cargo nextest run --workspace --no-fail-fast "$@"
+
+# The jobs example end to end: 4 worker processes, 20 ticks, on a redis-server of its own; it
+# exits non-zero unless every tick ran exactly once.
+jobs_redis=""
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  port=$((20000 + RANDOM % 30000))
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+  jobs_redis=$!
+  for _ in $(seq 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    kill -0 "$jobs_redis" 2>/dev/null || break
+    sleep 0.1
+  done
+  redis-cli -p "$port" ping >/dev/null 2>&1 && break
+  jobs_redis=""
+done
+[ -n "$jobs_redis" ] || { echo "could not start a redis-server for the jobs example"; exit 1; }
+trap 'kill "$jobs_redis" 2>/dev/null || true' EXIT
+REDIS_URL="redis://127.0.0.1:$port" cargo run -q -p examples --example jobs
