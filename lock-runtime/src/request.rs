@@ -302,6 +302,9 @@ impl LockRequest {
                 key: &full_key,
                 token: Some(token),
             };
+            // From here until its answer is read the attempt may have joined the queue: a
+            // request dropped in between must leave it too.
+            queued.joined = queued.waiter.is_some();
             let owner = owner_info_labelled(match &label {
                 Some(own) => own.as_ref(),
                 None => client.label(),
@@ -362,7 +365,6 @@ impl LockRequest {
                 }
                 Ok(Attempt::Busy { pttl }) => {
                     pending.disarm();
-                    queued.joined = queued.waiter.is_some();
                     pttl
                 }
                 Err(err) => {

@@ -217,6 +217,48 @@ async fn extend_longer_is_not_undone_by_a_renewal_in_flight() {
     }
 }
 
+/// A waiting request dropped while its first attempt is still in flight leaves the queue that
+/// attempt joins: the server is paused so that the attempt lands only after the drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_dropped_before_its_first_answer_leaves_the_queue() {
+    let server = RedisServer::start();
+    let a = LockClient::connect(&server.url()).await.unwrap();
+    let b = LockClient::connect(&server.url()).await.unwrap();
+    let held = a.lock("in-flight").await.unwrap();
+    server.cmd::<()>(&["CLIENT", "PAUSE", "10000", "WRITE"]);
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.lock("in-flight").wait(Duration::from_secs(30)).await }
+    });
+    // The attempt has reached the server once it is held there by the pause.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .cmd::<String>(&["INFO", "clients"])
+        .lines()
+        .any(|l| l.strip_prefix("blocked_clients:").is_some_and(|n| n != "0"))
+    {
+        assert!(Instant::now() < deadline, "the attempt never reached the server");
+        tokio::time::sleep(2 * MS).await;
+    }
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    server.cmd::<()>(&["CLIENT", "UNPAUSE"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stored = server.cmd::<Option<String>>(&["GET", "distlock:in-flight"]);
+        if stored.as_ref().is_some_and(|v| v.matches('|').count() <= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped waiter stayed in the queue: {stored:?}"
+        );
+        tokio::time::sleep(2 * MS).await;
+    }
+    held.release().await.unwrap();
+    free_well_within_a_reservation(&a, "in-flight").await;
+}
+
 /// `SCRIPT FLUSH` over and over while locks are taken and released: no `NOSCRIPT` reaches a
 /// caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
