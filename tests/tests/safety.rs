@@ -237,7 +237,10 @@ async fn a_waiter_dropped_before_its_first_answer_leaves_the_queue() {
         .lines()
         .any(|l| l.strip_prefix("blocked_clients:").is_some_and(|n| n != "0"))
     {
-        assert!(Instant::now() < deadline, "the attempt never reached the server");
+        assert!(
+            Instant::now() < deadline,
+            "the attempt never reached the server"
+        );
         tokio::time::sleep(2 * MS).await;
     }
     waiting.abort();
