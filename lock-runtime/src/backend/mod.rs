@@ -14,10 +14,13 @@ use crate::token::Token;
 
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;
+mod coalesce;
+mod link;
 pub(crate) mod memory;
 pub(crate) mod notices;
 pub(crate) mod redis;
 pub(crate) mod redlock;
+mod script;
 pub(crate) mod sentinel;
 
 #[cfg(feature = "cluster")]

@@ -6,89 +6,33 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 use tokio::sync::Notify;
 
+use super::coalesce::{Coalescer, Op};
+use super::link::Link;
 use super::notices::{Event, Notices, Subscriber};
+#[cfg(feature = "cluster")]
+use super::script::RELEASE;
+use super::script::{ACQUIRE, FORCE_RELEASE, LEAVE, RENEW, handoff_args};
 use super::{
-    AcquireArgs, Attempt, RESERVATION, Release, Renewal, StoredLock, Wakeups, millis, parse_stored,
-    parse_value,
+    AcquireArgs, Attempt, Release, Renewal, StoredLock, Wakeups, millis, parse_stored, parse_value,
 };
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError};
 
-static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
-static RELEASE: Lua = Lua::new(include_str!("../scripts/release.lua"));
-static RENEW: Lua = Lua::new(include_str!("../scripts/renew.lua"));
-static LEAVE: Lua = Lua::new(include_str!("../scripts/leave.lua"));
-static FORCE_RELEASE: Lua = Lua::new(include_str!("../scripts/force_release.lua"));
-
-/// A Lua script, called by its SHA1 (`EVALSHA`) and sent whole (`EVAL`, which also caches it
-/// again) when the server does not know it: after `SCRIPT FLUSH`, a restart, a failover, or
-/// on a Cluster node that never saw it. The fallback is one command, so a flush between two
-/// steps cannot make it fail, and `NOSCRIPT` never reaches a caller.
-struct Lua {
-    code: &'static str,
-    sha1: OnceLock<String>,
-}
-
-impl Lua {
-    const fn new(code: &'static str) -> Self {
-        Self {
-            code,
-            sha1: OnceLock::new(),
-        }
-    }
-
-    fn sha1(&self) -> &str {
-        self.sha1
-            .get_or_init(|| redis::Script::new(self.code).get_hash().to_owned())
-    }
-
-    /// Runs the script with `keys` and `args` (both go in the order given).
-    async fn call<T, C>(&self, conn: &mut C, keys: &[&str], args: &[&str]) -> Result<T, LockError>
-    where
-        T: FromRedisValue,
-        C: ConnectionLike,
-    {
-        let command = |name: &str, script: &str| {
-            let mut cmd = redis::cmd(name);
-            cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
-            cmd
-        };
-        match command("EVALSHA", self.sha1()).query_async(conn).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                command("EVAL", self.code)
-                    .query_async(conn)
-                    .await
-                    .map_err(LockError::from_redis)
-            }
-            answer => answer.map_err(LockError::from_redis),
-        }
-    }
-}
-
-/// How long a released lock's tombstone keeps its fence.
-const TOMBSTONE: Duration = Duration::from_secs(10);
-
 pub(crate) struct RedisBackend {
-    /// Makes the pub/sub connection for release notices and replaces a broken manager;
-    /// `None` for a client built over a bare [`ConnectionManager`].
-    client: Option<redis::Client>,
-    config: ConnectionManagerConfig,
-    /// Replaced when it broke beyond repair (see [`RedisBackend::on_conn`]).
-    conn: std::sync::RwLock<ConnectionManager>,
-    url: String,
-    command_timeout: Duration,
+    link: Arc<Link>,
+    /// Acquires and releases, sent together when they wait on the connection together.
+    coalescer: Coalescer,
     notices: OnceLock<Arc<Notices>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("url", &self.url)
+            .field("url", &self.link.url())
             .finish_non_exhaustive()
     }
 }
@@ -151,12 +95,20 @@ impl RedisBackend {
             || "an application's ConnectionManager".to_owned(),
             |c| address(c.get_connection_info()),
         );
-        Self {
+        Self::over_link(Link::new(
             client,
-            config: manager_config(command_timeout),
-            conn: std::sync::RwLock::new(manager),
+            manager_config(command_timeout),
+            manager,
             url,
             command_timeout,
+        ))
+    }
+
+    fn over_link(link: Link) -> Self {
+        let link = Arc::new(link);
+        Self {
+            coalescer: Coalescer::new(link.clone()),
+            link,
             notices: OnceLock::new(),
         }
     }
@@ -183,97 +135,42 @@ impl RedisBackend {
             })
         }
         .map_err(|e| with_url(LockError::from_redis(e), &redacted))?;
-        Ok(Self {
-            client: Some(client),
+        Ok(Self::over_link(Link::new(
+            Some(client),
             config,
-            conn: std::sync::RwLock::new(conn),
-            url: redacted,
+            conn,
+            redacted,
             command_timeout,
-            notices: OnceLock::new(),
-        })
+        )))
     }
 
     /// The server's URL, password redacted.
     pub(crate) fn url(&self) -> &str {
-        &self.url
+        self.link.url()
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Runs `op` on the connection, within the command timeout in all:
-    /// - once more when the connection was found dropped (its driver task died with the
-    ///   runtime it was made on; the manager is reconnecting);
-    /// - once more on a new connection manager when this one broke for good: a reconnect
-    ///   begun on a runtime that has since shut down panics whoever polls it next.
-    ///
-    /// Every operation is safe to repeat: the scripts are idempotent for their own token.
+    /// Runs `op` on the connection (see [`Link::on_conn`]).
     async fn on_conn<T, F, Fut>(&self, op: F) -> Result<T, LockError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, LockError>>,
     {
-        use futures_util::FutureExt;
-        let attempts = async {
-            let mut answer = Err(LockError::backend(
-                BackendErrorKind::Connection,
-                "no attempt",
-            ));
-            for _ in 0..2 {
-                match std::panic::AssertUnwindSafe(op(self.conn()))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(Err(err)) if err.is_connection_dropped() => answer = Err(err),
-                    Ok(done) => return done,
-                    Err(_) => {
-                        let Some(client) = &self.client else {
-                            tracing::warn!(url = %self.url, "the connection broke for good; no redis::Client to make a new one");
-                            return Err(LockError::backend(
-                                BackendErrorKind::Connection,
-                                "the application's ConnectionManager broke (its runtime shut down)",
-                            ));
-                        };
-                        tracing::warn!(url = %self.url, "the connection broke for good; making a new one");
-                        let fresh = crate::background::enter(|| {
-                            ConnectionManager::new_lazy_with_config(
-                                client.clone(),
-                                self.config.clone(),
-                            )
-                        });
-                        match fresh {
-                            Ok(fresh) => {
-                                *self.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-                            }
-                            Err(err) => return Err(LockError::from_redis(err)),
-                        }
-                        answer = Err(LockError::backend(
-                            BackendErrorKind::Connection,
-                            "the connection broke (its runtime shut down)",
-                        ));
-                    }
-                }
-            }
-            answer
-        };
-        tokio::time::timeout(self.command_timeout, attempts)
-            .await
-            .unwrap_or_else(|_| {
-                Err(LockError::backend(
-                    BackendErrorKind::Timeout,
-                    format!(
-                        "no answer within {:?} (at {})",
-                        self.command_timeout, self.url
-                    ),
-                ))
-            })
+        self.link.on_conn(op).await
     }
 
     pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
-        let reply = self
-            .on_conn(|mut conn| async move { acquire_on(&mut conn, args, None).await })
+        let answer = self
+            .coalescer
+            .call(Op::Acquire {
+                key: args.key.to_owned(),
+                token: args.token.as_str().to_owned(),
+                ttl_ms: millis(args.ttl).to_string(),
+                owner: args.owner.to_owned(),
+                waiter: args.waiter.unwrap_or("").to_owned(),
+            })
             .await?;
+        let reply: Vec<redis::Value> =
+            redis::from_redis_value(answer).map_err(|e| LockError::from_redis(e.into()))?;
         parse_attempt(&reply, args.user_key)
     }
 
@@ -313,14 +210,22 @@ impl RedisBackend {
         redis::cmd("WAIT")
             .arg(replicas)
             .arg(millis(timeout))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.link.conn())
             .await
             .map_err(LockError::from_redis)
     }
 
     pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
-        self.on_conn(|mut conn| async move { release_on(&mut conn, key, token, None).await })
-            .await
+        let answer = self
+            .coalescer
+            .call(Op::Release {
+                key: key.to_owned(),
+                token: token.as_str().to_owned(),
+            })
+            .await?;
+        let released: i64 =
+            redis::from_redis_value(answer).map_err(|e| LockError::from_redis(e.into()))?;
+        Ok(release_outcome(released))
     }
 
     pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
@@ -387,18 +292,18 @@ impl RedisBackend {
         notices
             .wakeups(key, shared)
             .await
-            .map_err(|e| with_url(e, &self.url))
+            .map_err(|e| with_url(e, self.link.url()))
     }
 
     /// The shared release notices, over a pub/sub connection of their own (made on first use,
     /// replaced when it dies or goes silent).
     fn notices(&self, waiter: &str) -> Option<Arc<Notices>> {
-        let client = self.client.as_ref()?;
+        let client = self.link.client()?;
         let notices = self
             .notices
             .get_or_init(|| {
                 let client = client.clone();
-                let url = self.url.clone();
+                let url = self.link.url().to_owned();
                 let connect = move || {
                     let (client, url) = (client.clone(), url.clone());
                     Box::pin(async move {
@@ -416,7 +321,7 @@ impl RedisBackend {
                         Ok((Subscriber::Plain(sink), events))
                     }) as _
                 };
-                Notices::new(Box::new(connect), waiter, self.command_timeout)
+                Notices::new(Box::new(connect), waiter, self.link.command_timeout())
             })
             .clone();
         Some(notices)
@@ -444,17 +349,9 @@ pub(crate) async fn acquire_on<C: ConnectionLike>(
     }
 }
 
-/// The arguments common to the scripts that may end a hold or a reservation: tombstone and
-/// reservation lengths, and the publish command (`"SPUBLISH"` on Redis Cluster).
-fn handoff_args(publish: Option<&str>) -> [String; 3] {
-    [
-        millis(TOMBSTONE).to_string(),
-        millis(RESERVATION).to_string(),
-        publish.unwrap_or("PUBLISH").to_owned(),
-    ]
-}
-
-/// Runs the release script on `conn`; `publish` is `"SPUBLISH"` on Redis Cluster.
+/// Runs the release script on `conn` (Redis Cluster, which publishes with `"SPUBLISH"`; one
+/// server coalesces its releases, see [`Coalescer`]).
+#[cfg(feature = "cluster")]
 pub(crate) async fn release_on<C: ConnectionLike>(
     conn: &mut C,
     key: &str,
@@ -469,11 +366,7 @@ pub(crate) async fn release_on<C: ConnectionLike>(
             &[token.as_str(), &tombstone, &reservation, &publish],
         )
         .await?;
-    Ok(match released {
-        2 => Release::Notified,
-        1 => Release::Released,
-        _ => Release::NotHeld,
-    })
+    Ok(release_outcome(released))
 }
 
 /// Runs the leave script on `conn`: `waiter` no longer waits for `key`.
@@ -538,11 +431,17 @@ pub(crate) async fn force_release_on<C: ConnectionLike>(
     let released: i64 = FORCE_RELEASE
         .call(conn, &[key], &[&fence, &tombstone, &reservation, &publish])
         .await?;
-    Ok(match released {
+    Ok(release_outcome(released))
+}
+
+/// What the release and force-release scripts answer: 2 released to the next queued client,
+/// 1 released, 0 not held.
+fn release_outcome(answer: i64) -> Release {
+    match answer {
         2 => Release::Notified,
         1 => Release::Released,
         _ => Release::NotHeld,
-    })
+    }
 }
 
 /// Keys asked for per `SCAN` call when listing.

@@ -1,0 +1,91 @@
+//! The Lua scripts of the protocol and how they are called (`EVALSHA`, falling back to
+//! `EVAL`), with the arguments they share.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
+
+use super::{RESERVATION, millis};
+use crate::LockError;
+
+pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
+#[cfg(feature = "cluster")]
+pub(crate) static RELEASE: Lua = Lua::new(include_str!("../scripts/release.lua"));
+pub(crate) static RENEW: Lua = Lua::new(include_str!("../scripts/renew.lua"));
+pub(crate) static LEAVE: Lua = Lua::new(include_str!("../scripts/leave.lua"));
+pub(crate) static FORCE_RELEASE: Lua = Lua::new(include_str!("../scripts/force_release.lua"));
+/// Acquires and releases in one call: the two scripts above, unchanged, as functions.
+pub(crate) static BATCH: Lua = Lua::new(concat!(
+    "local function acquire(KEYS, ARGV)\n",
+    include_str!("../scripts/acquire.lua"),
+    "\nend\nlocal function release(KEYS, ARGV)\n",
+    include_str!("../scripts/release.lua"),
+    "\nend\n",
+    include_str!("../scripts/batch.lua"),
+));
+
+/// A Lua script, called by its SHA1 (`EVALSHA`) and sent whole (`EVAL`, which also caches it
+/// again) when the server does not know it: after `SCRIPT FLUSH`, a restart, a failover, or
+/// on a Cluster node that never saw it. The fallback is one command, so a flush between two
+/// steps cannot make it fail, and `NOSCRIPT` never reaches a caller.
+pub(crate) struct Lua {
+    code: &'static str,
+    sha1: OnceLock<String>,
+}
+
+impl Lua {
+    const fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            sha1: OnceLock::new(),
+        }
+    }
+
+    fn sha1(&self) -> &str {
+        self.sha1
+            .get_or_init(|| redis::Script::new(self.code).get_hash().to_owned())
+    }
+
+    /// Runs the script with `keys` and `args` (both go in the order given).
+    pub(crate) async fn call<T, C, A>(
+        &self,
+        conn: &mut C,
+        keys: &[&str],
+        args: &[A],
+    ) -> Result<T, LockError>
+    where
+        T: FromRedisValue,
+        C: ConnectionLike,
+        A: redis::ToRedisArgs,
+    {
+        let command = |name: &str, script: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+            cmd
+        };
+        match command("EVALSHA", self.sha1()).query_async(conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                command("EVAL", self.code)
+                    .query_async(conn)
+                    .await
+                    .map_err(LockError::from_redis)
+            }
+            answer => answer.map_err(LockError::from_redis),
+        }
+    }
+}
+
+/// How long a released lock's tombstone keeps its fence.
+const TOMBSTONE: Duration = Duration::from_secs(10);
+
+/// The arguments common to the scripts that may end a hold or a reservation: tombstone and
+/// reservation lengths, and the publish command (`"SPUBLISH"` on Redis Cluster).
+pub(crate) fn handoff_args(publish: Option<&str>) -> [String; 3] {
+    [
+        millis(TOMBSTONE).to_string(),
+        millis(RESERVATION).to_string(),
+        publish.unwrap_or("PUBLISH").to_owned(),
+    ]
+}
