@@ -2,8 +2,8 @@
 //! whose deadline passed.
 //!
 //! Each held lock is a [`Lease`] in the watchdog's table. The task sleeps until the earliest
-//! renewal or deadline, sends one renew call for every lease due (spawned, so a slow server
-//! never delays deadline checks) and hands each answer to [`Lease::settle`], which owns the
+//! renewal or deadline, renews every lease due in one round of calls (chunks of
+//! [`RENEW_CHUNK`] sent together, spawned, so a slow server never delays deadline checks) and hands each answer to [`Lease::settle`], which owns the
 //! deadline rule. The task runs on the library's [background](crate::background) runtime, so
 //! it keeps renewing whichever runtime the lock was taken on, and exits once its client is
 //! gone.
@@ -243,6 +243,10 @@ async fn run(shared: Weak<Shared>, backend: Weak<Backend>) {
     }
 }
 
+/// The most leases one renew call carries: a few microseconds of server time each, so a call
+/// stays around a millisecond.
+const RENEW_CHUNK: usize = 256;
+
 async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
     let span = renew_span(due.len());
     if !span.is_disabled() {
@@ -263,13 +267,30 @@ async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
                 .unwrap_or(Duration::from_millis(1)),
         })
         .collect();
-    let answers = match backend.renew(&batch).instrument(span.clone()).await {
-        Ok(answers) => answers,
-        Err(err) => {
-            tracing::debug!(parent: &span, %err, locks = due.len(), "renewal failed; retrying until the lease deadline");
-            vec![None; due.len()]
+    // In chunks, so that no single script call keeps the server from other clients for
+    // long; sent together, so the whole batch still waits about one round trip.
+    let chunks = batch.chunks(RENEW_CHUNK).map(|chunk| {
+        let span = span.clone();
+        let backend = &backend;
+        async move {
+            match backend.renew(chunk).instrument(span.clone()).await {
+                Ok(mut answers) => {
+                    // A short answer leaves the rest unknown.
+                    answers.resize(chunk.len(), None);
+                    answers
+                }
+                Err(err) => {
+                    tracing::debug!(parent: &span, %err, locks = chunk.len(), "renewal failed; retrying until the lease deadline");
+                    vec![None; chunk.len()]
+                }
+            }
         }
-    };
+    });
+    let answers: Vec<Option<bool>> = futures_util::future::join_all(chunks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     drop(batch);
     let outcome = if answers.len() < due.len() || answers.contains(&None) {
         "failed"
