@@ -1,18 +1,18 @@
 //! One client holding many locks, and what that costs everyone else:
 //! `cargo bench -p distlock-tests --bench scale` (`SCALE_LOCKS` locks, default 100 000;
-//! `SCALE_SECONDS` per phase, default 12, two leases).
+//! `SCALE_LEASE` in seconds, default 6; `SCALE_SECONDS` per phase, default 12).
 //!
-//! Prints another client's acquire + release latency (p50, p99, max) with nothing held and
-//! while the many locks are held and renewed, the holder's CPU while it only renews, the
-//! longest commands in Redis' slow log (over 1 ms), and whether every lease was kept.
+//! Prints another client's acquire + release latency (p50, p99, max; in a process of its
+//! own, as another application would be) with nothing held and while the many locks are held
+//! and renewed, the holder's CPU while it only renews, the longest commands in Redis' slow
+//! log (over 1 ms), and whether every lease was kept.
 
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distlock::LockClient;
 use distlock_tests::{RedisServer, latency_histogram};
 use futures_util::StreamExt;
-
-const LEASE: Duration = Duration::from_secs(6);
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -36,17 +36,38 @@ fn process_cpu() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Another client's acquire + release on its own key for `phase`: p50, p99, max in µs.
-async fn other_client(other: &LockClient, phase: Duration) -> (f64, f64, f64) {
+/// Another client, in a process of its own, takes and lets go of its own key every 2 ms for
+/// `phase`: p50, p99 and max of the pairs, in µs.
+async fn other_client(server: &RedisServer, phase: Duration) -> (f64, f64, f64) {
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 500;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_contend-worker"))
+        .args([
+            "probe",
+            &server.url(),
+            "scale:other",
+            "1",
+            &start.to_string(),
+            &phase.as_secs_f64().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("contend-worker");
+    assert!(out.status.success(), "the probe failed");
     let mut h = latency_histogram();
-    let end = Instant::now() + phase;
-    while Instant::now() < end {
-        let t = Instant::now();
-        let guard = other.lock("scale:other").await.unwrap();
-        guard.release().await.unwrap();
-        h.record(t.elapsed().as_nanos() as u64).unwrap();
-        // About 500 pairs a second: a steady probe, not a load.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for ns in stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("waits "))
+        .flat_map(|l| l.split(' '))
+        .filter_map(|v| v.parse::<u64>().ok())
+    {
+        h.record(ns).unwrap();
     }
     (
         h.value_at_quantile(0.5) as f64 / 1e3,
@@ -59,17 +80,17 @@ async fn other_client(other: &LockClient, phase: Duration) -> (f64, f64, f64) {
 async fn main() {
     let locks: usize = env_or("SCALE_LOCKS", 100_000);
     let phase = Duration::from_secs(env_or("SCALE_SECONDS", 12));
+    let lease = Duration::from_secs(env_or("SCALE_LEASE", 6));
     let server = RedisServer::start();
     let holder = LockClient::builder()
         .url(server.url())
-        .default_ttl(LEASE)
+        .default_ttl(lease)
         .build()
         .await
         .unwrap();
-    let other = LockClient::connect(&server.url()).await.unwrap();
-    println!("scale: {locks} locks held by one client, lease {LEASE:?}, phases of {phase:?}");
+    println!("scale: {locks} locks held by one client, lease {lease:?}, phases of {phase:?}");
 
-    let (p50, p99, max) = other_client(&other, phase).await;
+    let (p50, p99, max) = other_client(&server, phase).await;
     println!(
         "other client, nothing held:       acquire+release p50 {p50:.0} µs  p99 {p99:.0} µs  max {max:.0} µs"
     );
@@ -99,7 +120,7 @@ async fn main() {
         100.0 * renew_cpu
     );
 
-    let (p50, p99, max) = other_client(&other, phase).await;
+    let (p50, p99, max) = other_client(&server, phase).await;
     println!(
         "other client, {locks} held:  acquire+release p50 {p50:.0} µs  p99 {p99:.0} µs  max {max:.0} µs"
     );

@@ -51,7 +51,11 @@ async fn concurrent_operations_share_script_calls() {
     );
     for t in 0..64 {
         assert!(
-            client.inspect(&format!("many:{t}")).await.unwrap().is_none(),
+            client
+                .inspect(&format!("many:{t}"))
+                .await
+                .unwrap()
+                .is_none(),
             "many:{t} is still held"
         );
     }

@@ -1,5 +1,7 @@
 //! One process of the cross-process contention benchmark (`benches/versus.rs`):
 //! `contend-worker <distlock|rslock> <redis-url> <key> <tasks> <start-unix-ms> <seconds>`.
+//! With `probe` for the library, one task takes and lets go of `key` with a 2 ms pause
+//! between pairs instead, and `waits` are the pairs' latencies (`benches/scale.rs`).
 //!
 //! Waits until the start time, then runs `tasks` tasks that each take `key`, hold it for a
 //! 1 ms critical section and let it go, until `seconds` have passed. Prints one line per task,
@@ -59,7 +61,7 @@ async fn main() {
     let start: u64 = start.parse().expect("start");
     let seconds: f64 = seconds.parse().expect("seconds");
     let locker = match lib.as_str() {
-        "distlock" => Locker::Distlock(
+        "distlock" | "probe" => Locker::Distlock(
             distlock::LockClient::connect(url)
                 .await
                 .expect("distlock client"),
@@ -78,6 +80,18 @@ async fn main() {
         .as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(start.saturating_sub(now))).await;
     let started = Instant::now();
+    if let ("probe", Locker::Distlock(client)) = (lib.as_str(), &locker) {
+        let mut pairs = Vec::new();
+        while started.elapsed().as_secs_f64() < seconds {
+            let t = Instant::now();
+            let guard = client.lock(key.as_str()).await.expect("probe acquire");
+            guard.release().await.expect("probe release");
+            pairs.push(t.elapsed().as_nanos().to_string());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        println!("waits {}", pairs.join(" "));
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
