@@ -4,14 +4,18 @@
 //! Every acquire and release on a server joins one queue. A task on the library's background
 //! runtime takes what is queued, up to [`MAX_BATCH`] operations, and sends it as one call of
 //! the batch script, which runs each operation's own script in turn (`scripts/batch.lua`).
-//! At most [`IN_FLIGHT`] calls are out at a time. An operation that finds a call free goes at
-//! once, alone, so a lone caller waits no longer than before. Operations that arrive while
-//! the calls are out wait for the next one, so under load many locks share one script
-//! set-up, one write and one reply.
+//! One call is out at a time ([`IN_FLIGHT`]). An operation that finds no call out goes at
+//! once, alone, so a lone caller waits no longer than before. Operations that arrive while a
+//! call is out wait for the next one, so under load many locks share one script set-up, one
+//! write and one reply.
 //!
-//! Order is kept: operations are sent in the order they were queued. The release sent for an
-//! acquire whose caller went away is queued after that acquire, so it can never reach the
-//! server first and leave the lock behind.
+//! Order is kept: operations are sent in the order they were queued, and a call is answered
+//! (its `EVAL` fallback and its retry on a dropped connection included) before the next is
+//! sent. The release sent for an acquire whose caller went away is queued after that
+//! acquire, so it cannot reach the server first and leave the lock behind.
+//!
+//! Each operation keeps its own outcome: the batch script runs each under `pcall`, and the
+//! reply is read without turning one operation's error entry into an error for all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +31,11 @@ use crate::{BackendErrorKind, LockError};
 /// call stays well under a millisecond and other clients are not held up behind it.
 const MAX_BATCH: usize = 64;
 
-/// How many calls may be out at once: two keep the connection busy while the next batch
-/// gathers.
-const IN_FLIGHT: usize = 2;
+/// How many calls may be out at once: one, so that a call is answered, its `EVAL` fallback
+/// and its retry on a dropped connection included, before the next is sent. Two calls out
+/// could land in either order when the first must fall back, and the release of an abandoned
+/// acquire would then find nothing to release.
+const IN_FLIGHT: usize = 1;
 
 /// One operation, with what its script needs (owned: it waits in the queue).
 #[derive(Debug)]
@@ -167,7 +173,15 @@ async fn send(link: Arc<Link>, batch: Vec<Queued>) {
         .collect();
     let (keys, args) = (&keys, &args);
     let answers: Result<Vec<redis::Value>, LockError> = link
-        .on_conn(|mut conn| async move { BATCH.call(&mut conn, keys, args).await })
+        .on_conn(|mut conn| async move {
+            match BATCH.call_raw(&mut conn, keys, args).await? {
+                redis::Value::Array(answers) => Ok(answers),
+                other => Err(LockError::backend(
+                    BackendErrorKind::Server,
+                    format!("the batch script answered {other:?}"),
+                )),
+            }
+        })
         .await;
     match answers {
         Ok(answers) if answers.len() == batch.len() => {

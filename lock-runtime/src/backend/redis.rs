@@ -169,8 +169,7 @@ impl RedisBackend {
                 waiter: args.waiter.unwrap_or("").to_owned(),
             })
             .await?;
-        let reply: Vec<redis::Value> =
-            redis::from_redis_value(answer).map_err(|e| LockError::from_redis(e.into()))?;
+        let reply: Vec<redis::Value> = own_answer(answer)?;
         parse_attempt(&reply, args.user_key)
     }
 
@@ -223,9 +222,7 @@ impl RedisBackend {
                 token: token.as_str().to_owned(),
             })
             .await?;
-        let released: i64 =
-            redis::from_redis_value(answer).map_err(|e| LockError::from_redis(e.into()))?;
-        Ok(release_outcome(released))
+        Ok(release_outcome(own_answer(answer)?))
     }
 
     pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
@@ -432,6 +429,13 @@ pub(crate) async fn force_release_on<C: ConnectionLike>(
         .call(conn, &[key], &[&fence, &tombstone, &reservation, &publish])
         .await?;
     Ok(release_outcome(released))
+}
+
+/// One operation's entry in a batch reply, read as `T`; an error entry is that operation's
+/// error.
+fn own_answer<T: redis::FromRedisValue>(answer: redis::Value) -> Result<T, LockError> {
+    let answer = answer.extract_error().map_err(LockError::from_redis)?;
+    redis::from_redis_value(answer).map_err(|e| LockError::from_redis(e.into()))
 }
 
 /// What the release and force-release scripts answer: 2 released to the next queued client,

@@ -60,20 +60,52 @@ impl Lua {
         C: ConnectionLike,
         A: redis::ToRedisArgs,
     {
-        let command = |name: &str, script: &str| {
-            let mut cmd = redis::cmd(name);
-            cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
-            cmd
+        match self.command("EVALSHA", keys, args).query_async(conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => self
+                .command("EVAL", keys, args)
+                .query_async(conn)
+                .await
+                .map_err(LockError::from_redis),
+            answer => answer.map_err(LockError::from_redis),
+        }
+    }
+
+    /// Like [`call`](Self::call), but the reply is returned as it came: an error entry inside
+    /// it stays an entry (for the batch script, whose entries are separate operations). An
+    /// error reply to the whole call is still an error.
+    pub(crate) async fn call_raw<C, A>(
+        &self,
+        conn: &mut C,
+        keys: &[&str],
+        args: &[A],
+    ) -> Result<redis::Value, LockError>
+    where
+        C: ConnectionLike,
+        A: redis::ToRedisArgs,
+    {
+        let whole = |answer: redis::RedisResult<redis::Value>| match answer {
+            Ok(redis::Value::ServerError(err)) => Err(redis::RedisError::from(err)),
+            other => other,
         };
-        match command("EVALSHA", self.sha1()).query_async(conn).await {
+        let evalsha = self.command("EVALSHA", keys, args);
+        match whole(conn.req_packed_command(&evalsha).await) {
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                command("EVAL", self.code)
-                    .query_async(conn)
-                    .await
-                    .map_err(LockError::from_redis)
+                let eval = self.command("EVAL", keys, args);
+                whole(conn.req_packed_command(&eval).await).map_err(LockError::from_redis)
             }
             answer => answer.map_err(LockError::from_redis),
         }
+    }
+
+    /// `EVALSHA` (by hash) or `EVAL` (the code) with `keys` and `args`.
+    fn command<A: redis::ToRedisArgs>(&self, name: &str, keys: &[&str], args: &[A]) -> redis::Cmd {
+        let mut cmd = redis::cmd(name);
+        match name {
+            "EVAL" => cmd.arg(self.code),
+            _ => cmd.arg(self.sha1()),
+        };
+        cmd.arg(keys.len()).arg(keys).arg(args);
+        cmd
     }
 }
 
