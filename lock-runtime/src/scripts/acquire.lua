@@ -63,6 +63,11 @@ local state = string.sub(old, 1, 1)
 local queues = ARGV[4] ~= '' and ARGV[4] ~= '*'
 local me = ARGV[4] .. '|'
 if (state == 'T' and (#old == 17 or #old == 49)) or (state == 'R' and #old > 50) then
+  local last = string.sub(old, 2, 17)
+  if not string.find(last, '^%d+$') then
+    -- Shaped like a tombstone or a reservation, but its fence is not a number: not ours.
+    return {-1}
+  end
   local queue = ''
   if state == 'R' then
     local waiting = string.sub(old, 50)
@@ -75,7 +80,6 @@ if (state == 'T' and (#old == 17 or #old == 49)) or (state == 'R' and #old > 50)
     end
     queue = string.sub(waiting, #me + 1)
   end
-  local last = string.sub(old, 2, 17)
   if fence <= last then
     fence = string.format('%016.0f', tonumber(last) + 1)
   end
