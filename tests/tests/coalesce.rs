@@ -93,11 +93,12 @@ async fn acquires_dropped_in_the_queue_leave_no_lock() {
     for round in 0..5 {
         for i in 0..128 {
             let key = format!("dropped:{round}:{i}");
-            other
+            let guard = other
                 .lock(key.as_str())
                 .wait(Duration::from_secs(2))
                 .await
                 .unwrap_or_else(|e| panic!("`{key}` was left held: {e}"));
+            guard.release().await.unwrap();
         }
     }
 }
