@@ -59,15 +59,36 @@ if type(old) == 'table' then
   end
   return old
 end
+-- Whether a value is one distlock wrote, in one of the layouts above: tokens and waiter ids
+-- lowercase hex, fences 16 digits below 2^53 (so that the next fence, one more, is exact and
+-- keeps 16 digits). Anything else is left untouched.
+local function hex(s)
+  return string.find(s, '^[0-9a-f]+$') ~= nil
+end
+local function fence_ok(f)
+  return string.find(f, '^%d+$') ~= nil and f < '9007199254740992'
+end
+local function ours(v)
+  local kind = string.sub(v, 1, 1)
+  if kind == 'T' then
+    return fence_ok(string.sub(v, 2, 17)) and (#v == 17 or (#v == 49 and hex(string.sub(v, 18))))
+  elseif kind == 'R' then
+    return #v > 50 and fence_ok(string.sub(v, 2, 17)) and hex(string.sub(v, 18, 49))
+      and string.find(string.sub(v, 50), '^[0-9a-f|]*|$') ~= nil
+  elseif kind == 'H' or kind == 'W' then
+    return #v >= 50 and hex(string.sub(v, 2, 33)) and fence_ok(string.sub(v, 34, 49))
+      and string.sub(v, 50, 50) == ':'
+  end
+  return false
+end
+if not ours(old) then
+  return {-1}
+end
 local state = string.sub(old, 1, 1)
 local queues = ARGV[4] ~= '' and ARGV[4] ~= '*'
 local me = ARGV[4] .. '|'
-if (state == 'T' and (#old == 17 or #old == 49)) or (state == 'R' and #old > 50) then
+if state == 'T' or state == 'R' then
   local last = string.sub(old, 2, 17)
-  if not string.find(last, '^%d+$') then
-    -- Shaped like a tombstone or a reservation, but its fence is not a number: not ours.
-    return {-1}
-  end
   local queue = ''
   if state == 'R' then
     local waiting = string.sub(old, 50)
@@ -91,9 +112,6 @@ if (state == 'T' and (#old == 17 or #old == 49)) or (state == 'R' and #old > 50)
   end
   redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
   return reply(1, fence)
-end
-if #old < 50 or string.sub(old, 50, 50) ~= ':' or (state ~= 'H' and state ~= 'W') then
-  return {-1}
 end
 if string.sub(old, 2, 33) == ARGV[1] then
   -- Our own lock: this is a replay of an acquire that landed.
