@@ -617,3 +617,17 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind a free loopback port")
 }
+
+/// A Redis client at `url` whose commands time out after `timeout` (the attack tests').
+///
+/// # Panics
+///
+/// When the client cannot be built.
+pub async fn client_with_timeout(url: String, timeout: Duration) -> distlock::LockClient {
+    distlock::LockClient::builder()
+        .url(url)
+        .command_timeout(timeout)
+        .build()
+        .await
+        .unwrap()
+}

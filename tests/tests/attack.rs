@@ -10,14 +10,7 @@ use distlock_tests::{RedisServer, TcpProxy};
 
 const MS: Duration = Duration::from_millis(1);
 
-async fn client(url: String, timeout: Duration) -> LockClient {
-    LockClient::builder()
-        .url(url)
-        .command_timeout(timeout)
-        .build()
-        .await
-        .unwrap()
-}
+use distlock_tests::client_with_timeout as client;
 
 /// Cheap deterministic pseudo-random numbers.
 struct Rng(u64);

@@ -17,14 +17,7 @@ async fn client(url: String) -> LockClient {
     client_with(url, Duration::from_secs(2)).await
 }
 
-async fn client_with(url: String, timeout: Duration) -> LockClient {
-    LockClient::builder()
-        .url(url)
-        .command_timeout(timeout)
-        .build()
-        .await
-        .unwrap()
-}
+use distlock_tests::client_with_timeout as client_with;
 
 // ---------------------------------------------------------------------------------------
 // 1. Minimum hold

@@ -11,12 +11,7 @@ use distlock_tests::{RedisServer, TcpProxy, first_take};
 const MS: Duration = Duration::from_millis(1);
 
 async fn client(url: String) -> LockClient {
-    LockClient::builder()
-        .url(url)
-        .command_timeout(Duration::from_secs(2))
-        .build()
-        .await
-        .unwrap()
+    distlock_tests::client_with_timeout(url, Duration::from_secs(2)).await
 }
 
 fn redlock_nodes() -> Vec<RedisServer> {

@@ -18,14 +18,7 @@ async fn client(url: String) -> LockClient {
     client_with(url, Duration::from_secs(2)).await
 }
 
-async fn client_with(url: String, timeout: Duration) -> LockClient {
-    LockClient::builder()
-        .url(url)
-        .command_timeout(timeout)
-        .build()
-        .await
-        .unwrap()
-}
+use distlock_tests::client_with_timeout as client_with;
 
 /// How many `EVALSHA` calls the server refused or failed (`NOSCRIPT` among them).
 fn evalsha_refusals(server: &RedisServer) -> u64 {

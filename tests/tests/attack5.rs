@@ -22,14 +22,7 @@ async fn client(url: String) -> LockClient {
     client_with(url, Duration::from_secs(2)).await
 }
 
-async fn client_with(url: String, timeout: Duration) -> LockClient {
-    LockClient::builder()
-        .url(url)
-        .command_timeout(timeout)
-        .build()
-        .await
-        .unwrap()
-}
+use distlock_tests::client_with_timeout as client_with;
 
 /// Takes every key in `keys` with `b` (each may wait `within`), concurrently: the keys that
 /// could not be taken, with who holds them.
