@@ -208,11 +208,13 @@ async fn restarted_nodes_do_not_vouch_for_each_other_while_the_holders_node_is_f
     tokio::time::timeout(Duration::from_secs(5), held.lost())
         .await
         .expect("the old holder is told");
-    // Once B and C have kept their data for the quarantine they vote again.
+    // Once B and C have kept their data for the quarantine they vote again. (An attempt of
+    // y's refused during the quarantine is given back in the background; should that give-back
+    // not land, its lease keeps the key busy until it runs out: busy is a wait, not a grant.)
     let next = loop {
         match y.lock("q").await {
             Ok(guard) => break guard,
-            Err(err) => assert!(quorum_unavailable(&err), "{err}"),
+            Err(err) => assert!(quorum_unavailable(&err) || err.is_busy(), "{err}"),
         }
         assert!(
             restarted.elapsed() < Duration::from_secs(15),
