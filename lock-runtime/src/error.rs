@@ -61,6 +61,17 @@ pub enum LockError {
         /// The accepted range.
         reason: &'static str,
     },
+    /// A count the primitive cannot use: a semaphore of zero permits, more permits asked for
+    /// than the semaphore has, an empty set of keys.
+    #[error("invalid {what} {value}: {reason}")]
+    InvalidCount {
+        /// Which setting (`"permits"`, `"keys"`, ...).
+        what: &'static str,
+        /// The value given.
+        value: usize,
+        /// The accepted range.
+        reason: &'static str,
+    },
     /// A connection URL that cannot be used. Passwords are redacted.
     #[error("invalid Redis URL `{url}`: {reason}")]
     InvalidUrl {
@@ -278,6 +289,7 @@ impl From<LockError> for std::io::Error {
             LockError::Lost { .. } => ErrorKind::Interrupted,
             LockError::InvalidKey { .. }
             | LockError::InvalidDuration { .. }
+            | LockError::InvalidCount { .. }
             | LockError::InvalidUrl { .. } => ErrorKind::InvalidInput,
             LockError::Backend { kind, .. } => match kind {
                 BackendErrorKind::Connection => ErrorKind::ConnectionRefused,

@@ -176,8 +176,12 @@ mod key;
 mod leader;
 mod lease;
 mod list;
+mod lock_all;
+mod lock_set;
 pub mod metrics;
 mod request;
+mod rw_lock;
+mod semaphore;
 mod state;
 mod telemetry;
 mod token;
@@ -196,7 +200,11 @@ pub use info::LockInfo;
 pub use key::{MAX_KEY_LEN, MAX_TTL, MIN_TTL, redact_url};
 pub use leader::{LeaderInfo, LeaderRequest, Leadership};
 pub use list::LockList;
+pub use lock_all::MAX_KEYS;
+pub use lock_set::{LockSetGuard, LockSetRequest};
 pub use request::LockRequest;
+pub use rw_lock::{MAX_READERS, RwLock};
+pub use semaphore::{MAX_PERMITS, Semaphore};
 pub use token::MAX_LABEL_LEN;
 
 /// Runs an `async fn` while holding a distributed lock: compute the key, acquire (waiting up

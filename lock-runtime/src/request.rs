@@ -50,7 +50,7 @@ use crate::{BackendErrorKind, LockError, LockGuard};
 ///
 /// Cancel safe: if the future is dropped after the acquire was sent, the lock (if it was
 /// taken) is released by token in the background; nothing outlives its lease.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[must_use = "a lock request does nothing until it is awaited"]
 pub struct LockRequest {
     client: Arc<ClientState>,
@@ -216,6 +216,21 @@ impl LockRequest {
     pub fn watchdog(mut self, renew: bool) -> Self {
         self.watchdog = renew;
         self
+    }
+
+    /// The same request for another key with another wait: how the primitives built of
+    /// several locks (see [`crate::lock_set`]) take each of them on the caller's terms.
+    pub(crate) fn for_key(&self, key: String, wait: Duration) -> Self {
+        Self {
+            key,
+            wait,
+            ..self.clone()
+        }
+    }
+
+    /// How long this request waits for a busy lock.
+    pub(crate) fn wait_for(&self) -> Duration {
+        self.wait
     }
 
     /// Acquires, recording the outcome in `trace` (see [`crate::telemetry`]).

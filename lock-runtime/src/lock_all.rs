@@ -1,0 +1,70 @@
+//! [`LockClient::lock_all`]: several keys, all or nothing.
+
+use crate::key::validate_key;
+use crate::lock_set::{LockSetRequest, Plan};
+use crate::{LockClient, LockError};
+
+/// The most keys one [`LockClient::lock_all`] takes.
+pub const MAX_KEYS: usize = 1024;
+
+impl LockClient {
+    /// Takes every one of `keys` or none, under one guard: the ordinary locks of those keys
+    /// (so a holder of [`lock`](Self::lock)`(k)` keeps a set with `k` out, and the other way
+    /// round). Duplicates count once. A request like [`lock`](Self::lock) (lease, wait,
+    /// watchdog), with one wait for the whole set, giving a
+    /// [`LockSetGuard`](crate::LockSetGuard).
+    ///
+    /// # How it works
+    ///
+    /// The keys are first tried all at once (for a free set, one round trip: the tries share a
+    /// connection's batch). If one is busy, what was taken goes back; with a wait, the keys are
+    /// then taken one by one in sorted order, each waiting with what is left of the set's
+    /// deadline. Every caller waits only for a key larger than all it holds, so two callers
+    /// asking for overlapping sets, in any order, cannot deadlock; the one that waits first on
+    /// a key is served first. On Redis Cluster the keys may live on different nodes, on
+    /// Redlock each key is taken by majority; nothing else changes. Past the deadline, the
+    /// keys held go back and the request is [`LockError::Busy`] naming the busy key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), distlock::LockError> {
+    /// use std::time::Duration;
+    /// let client = distlock::LockClient::memory();
+    /// let transfer = client
+    ///     .lock_all(["account:7", "account:3"])
+    ///     .wait(Duration::from_secs(2))
+    ///     .await?;
+    /// assert!(client.lock("account:3").await.unwrap_err().is_busy());
+    /// transfer.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// When awaited: no keys, or more than [`MAX_KEYS`], is [`LockError::InvalidCount`]; a
+    /// bad key is [`LockError::InvalidKey`].
+    pub fn lock_all<I>(&self, keys: I) -> LockSetRequest
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let mut keys: Vec<String> = keys.into_iter().map(Into::into).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let name = keys.join("+");
+        let plan = check(&keys).map(|()| Plan::All { keys });
+        LockSetRequest::new(self.lock(name.clone()), name, plan)
+    }
+}
+
+fn check(keys: &[String]) -> Result<(), LockError> {
+    if !(1..=MAX_KEYS).contains(&keys.len()) {
+        return Err(LockError::InvalidCount {
+            what: "keys",
+            value: keys.len(),
+            reason: "lock_all takes between 1 and distlock::MAX_KEYS (1024) keys",
+        });
+    }
+    keys.iter().try_for_each(|k| validate_key(k))
+}
