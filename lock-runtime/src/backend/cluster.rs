@@ -26,14 +26,13 @@ use redis::cluster_routing::{
 use redis::{ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::Notify;
 
+use super::layout::StoredLock;
 use super::notices::{Event, Notices, Subscriber};
 use super::redis::{
     acquire_on, force_release_on, inspect_on, leave_on, parse_attempt, parse_reads, parse_scan,
     read_locks_pipeline, release_on, renew_on, scan_command,
 };
-use super::{
-    AcquireArgs, Attempt, ListCursor, ListState, Release, Renewal, StoredLock, Wakeups, millis,
-};
+use super::{AcquireArgs, Attempt, ListCursor, ListState, Release, Renewal, Wakeups, millis};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;

@@ -6,9 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{
-    AcquireArgs, Attempt, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups, lock_info,
-};
+use super::layout::lock_info;
+use super::{AcquireArgs, Attempt, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups};
 use crate::info::LockInfo;
 use crate::token::{Token, unix_micros};
 

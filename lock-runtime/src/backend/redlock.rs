@@ -40,10 +40,8 @@ use futures_util::future::join_all;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{
-    AcquireArgs, Attempt, ListCursor, ListState, RedisBackend, Release, Renewal, StoredLock,
-    Wakeups,
-};
+use super::layout::StoredLock;
+use super::{AcquireArgs, Attempt, ListCursor, ListState, RedisBackend, Release, Renewal, Wakeups};
 use crate::info::LockInfo;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError};

@@ -11,7 +11,8 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, StoredLock, Wakeups};
+use super::layout::StoredLock;
+use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, Wakeups};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
