@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{
-    Backend, MemoryBackend, PrimaryAuth, RedisBackend, RedlockBackend, SentinelBackend,
+    Backend, Deployment, MemoryBackend, PrimaryAuth, RedisBackend, RedlockBackend, SentinelBackend,
 };
 use crate::key::{validate_key, validate_ttl};
 use crate::metrics::KeyLabeller;

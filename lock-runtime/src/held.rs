@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::Renewal;
+use crate::backend::{Deployment, Renewal};
 use crate::key::validate_lease;
 use crate::lease::{CommandPermit, Lease, Outcome};
 use crate::state::ClientState;

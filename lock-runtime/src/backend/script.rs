@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 
-use super::{RESERVATION, millis};
+use super::RESERVATION;
 use crate::LockError;
 
 pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
@@ -120,4 +120,9 @@ pub(crate) fn handoff_args(publish: Option<&str>) -> [String; 3] {
         millis(RESERVATION).to_string(),
         publish.unwrap_or("PUBLISH").to_owned(),
     ]
+}
+
+/// A duration as the scripts and commands take it: whole milliseconds, at least one.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
