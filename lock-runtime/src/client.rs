@@ -340,9 +340,9 @@ impl LockClient {
         self.state.full_key(key)
     }
 
-    /// Whether this handle is one of the client whose shared state is `state`.
-    pub(crate) fn is_state(&self, state: &Arc<ClientState>) -> bool {
-        Arc::ptr_eq(&self.state, state)
+    /// The shared state of this client (the same for all its handles).
+    pub(crate) fn state(&self) -> &Arc<ClientState> {
+        &self.state
     }
 }
 
