@@ -26,13 +26,15 @@ use redis::cluster_routing::{
 use redis::{ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::Notify;
 
+use super::deployment::{
+    AcquireArgs, Attempt, Deployment, ListCursor, ListState, Release, Renewal, Wakeups,
+};
 use super::notices::{Event, Notices, Subscriber};
 use super::redis::{
     acquire_on, force_release_on, inspect_on, leave_on, parse_attempt, parse_reads, parse_scan,
     read_locks_pipeline, release_on, renew_on, scan_command,
 };
 use super::script::millis;
-use super::{AcquireArgs, Attempt, Deployment, ListCursor, ListState, Release, Renewal, Wakeups};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;

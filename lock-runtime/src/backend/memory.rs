@@ -8,10 +8,10 @@ use tokio::time::Instant;
 
 use std::time::Duration;
 
-use super::layout::lock_info;
-use super::{
+use super::deployment::{
     AcquireArgs, Attempt, Deployment, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups,
 };
+use super::layout::lock_info;
 use crate::LockError;
 use crate::info::LockInfo;
 use crate::token::{Token, unix_micros};

@@ -28,7 +28,7 @@ pub(crate) mod sentinel;
 #[cfg(feature = "cluster")]
 pub(crate) use self::cluster::ClusterBackend;
 pub(crate) use self::deployment::{
-    AcquireArgs, Attempt, Deployment, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups,
+    AcquireArgs, Attempt, Deployment, ListCursor, Release, Renewal, Wakeups,
 };
 pub(crate) use self::memory::MemoryBackend;
 pub(crate) use self::redis::RedisBackend;

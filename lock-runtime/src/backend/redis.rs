@@ -9,13 +9,13 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
 use super::coalesce::{Coalescer, Op};
+use super::deployment::{AcquireArgs, Attempt, Deployment, ListCursor, Release, Renewal, Wakeups};
 use super::layout::{StoredLock, parse_stored, parse_value};
 use super::link::Link;
 use super::notices::{Event, Notices, Subscriber};
 #[cfg(feature = "cluster")]
 use super::script::RELEASE;
 use super::script::{ACQUIRE, FORCE_RELEASE, LEAVE, RENEW, handoff_args, millis};
-use super::{AcquireArgs, Attempt, Deployment, ListCursor, Release, Renewal, Wakeups};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;

@@ -40,11 +40,11 @@ use futures_util::future::join_all;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::layout::StoredLock;
-use super::{
-    AcquireArgs, Attempt, Deployment, ListCursor, ListState, RedisBackend, Release, Renewal,
-    Wakeups,
+use super::deployment::{
+    AcquireArgs, Attempt, Deployment, ListCursor, ListState, Release, Renewal, Wakeups,
 };
+use super::layout::StoredLock;
+use super::redis::RedisBackend;
 use crate::info::LockInfo;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 
-use super::RESERVATION;
+use super::deployment::RESERVATION;
 use crate::LockError;
 
 pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));

@@ -11,9 +11,8 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{
-    AcquireArgs, Attempt, Deployment, ListCursor, RedisBackend, Release, Renewal, Wakeups,
-};
+use super::deployment::{AcquireArgs, Attempt, Deployment, ListCursor, Release, Renewal, Wakeups};
+use super::redis::RedisBackend;
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
