@@ -2,9 +2,9 @@
 //! Redlock's independent primaries, or Redis Cluster.
 //!
 //! Each is a [`Deployment`] (`deployment.rs`: the operations and their arguments), in the file
-//! named after it; [`Backend`] is the one a client was built with. The stored value's layout
-//! is read in `layout.rs`, the Lua scripts are called through `script.rs`, and release
-//! notices are heard in `notices.rs`.
+//! named after it; [`Backend`] is the one a client was built with. The Lua scripts
+//! (`scripts/*.lua`) are called through `script.rs`, the stored value's layout they write is
+//! read in `layout.rs`, and release notices are heard in `notices.rs`.
 
 use std::time::Duration;
 

@@ -10,20 +10,20 @@ use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 use super::deployment::RESERVATION;
 use crate::LockError;
 
-pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
+pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("scripts/acquire.lua"));
 #[cfg(feature = "cluster")]
-pub(crate) static RELEASE: Lua = Lua::new(include_str!("../scripts/release.lua"));
-pub(crate) static RENEW: Lua = Lua::new(include_str!("../scripts/renew.lua"));
-pub(crate) static LEAVE: Lua = Lua::new(include_str!("../scripts/leave.lua"));
-pub(crate) static FORCE_RELEASE: Lua = Lua::new(include_str!("../scripts/force_release.lua"));
+pub(crate) static RELEASE: Lua = Lua::new(include_str!("scripts/release.lua"));
+pub(crate) static RENEW: Lua = Lua::new(include_str!("scripts/renew.lua"));
+pub(crate) static LEAVE: Lua = Lua::new(include_str!("scripts/leave.lua"));
+pub(crate) static FORCE_RELEASE: Lua = Lua::new(include_str!("scripts/force_release.lua"));
 /// Acquires and releases in one call: the two scripts above, unchanged, as functions.
 pub(crate) static BATCH: Lua = Lua::new(concat!(
     "local function acquire(KEYS, ARGV)\n",
-    include_str!("../scripts/acquire.lua"),
+    include_str!("scripts/acquire.lua"),
     "\nend\nlocal function release(KEYS, ARGV)\n",
-    include_str!("../scripts/release.lua"),
+    include_str!("scripts/release.lua"),
     "\nend\n",
-    include_str!("../scripts/batch.lua"),
+    include_str!("scripts/batch.lua"),
 ));
 
 /// A Lua script, called by its SHA1 (`EVALSHA`) and sent whole (`EVAL`, which also caches it
