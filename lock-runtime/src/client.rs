@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{
-    Backend, MemoryBackend, PrimaryAuth, RedisBackend, RedlockBackend, SentinelBackend,
+    Backend, Deployment, MemoryBackend, PrimaryAuth, RedisBackend, RedlockBackend, SentinelBackend,
 };
 use crate::key::{validate_key, validate_ttl};
 use crate::metrics::KeyLabeller;
@@ -340,9 +340,9 @@ impl LockClient {
         self.state.full_key(key)
     }
 
-    /// Whether this handle is one of the client whose shared state is `state`.
-    pub(crate) fn is_state(&self, state: &Arc<ClientState>) -> bool {
-        Arc::ptr_eq(&self.state, state)
+    /// The shared state of this client (the same for all its handles).
+    pub(crate) fn state(&self) -> &Arc<ClientState> {
+        &self.state
     }
 }
 

@@ -125,7 +125,7 @@ impl Frame {
         full_key: &str,
     ) -> Option<&'a Arc<Frame>> {
         while let Some(f) = frame {
-            if f.held.is_on(client, full_key) && f.held.is_held() {
+            if f.held.is_on(client.state(), full_key) && f.held.is_held() {
                 return Some(f);
             }
             frame = f.parent.as_ref();

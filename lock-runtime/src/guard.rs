@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Backend, Release, Renewal};
+use crate::backend::{Backend, Deployment, Release, Renewal};
 use crate::held::{HeldLock, Holding};
 use crate::lease::Lease;
 use crate::state::ClientState;
@@ -424,7 +424,7 @@ pub(crate) fn release_in_background(
     token: Token,
     pass: Option<GatePass>,
 ) {
-    if backend.release_without_io(&key, &token).is_some() {
+    if backend.release_now(&key, &token).is_some() {
         return;
     }
     if let Some(pass) = &pass {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::Renewal;
+use crate::backend::{Deployment, Renewal};
 use crate::key::validate_lease;
 use crate::lease::{CommandPermit, Lease, Outcome};
 use crate::state::ClientState;
@@ -293,9 +293,10 @@ impl HeldLock {
         self.holding.lost_error()
     }
 
-    /// Whether this is the lock on `full_key` taken through `client`.
-    pub(crate) fn is_on(&self, client: &crate::LockClient, full_key: &str) -> bool {
-        client.is_state(self.holding.client()) && self.holding.lease().full_key() == full_key
+    /// Whether this is the lock on `full_key` taken through the client whose shared state is
+    /// `client`.
+    pub(crate) fn is_on(&self, client: &Arc<ClientState>, full_key: &str) -> bool {
+        Arc::ptr_eq(self.holding.client(), client) && self.holding.lease().full_key() == full_key
     }
 }
 

@@ -731,7 +731,7 @@ mod tests {
     async fn since_survives_absurd_timestamps() {
         let info = LeaderInfo::new(
             "x",
-            crate::backend::lock_info(7, "h/1/18446744073709551615", None, false),
+            crate::backend::layout::lock_info(7, "h/1/18446744073709551615", None, false),
         );
         assert_eq!(info.term, 7);
         assert_eq!(info.pid, Some(1));

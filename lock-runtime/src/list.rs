@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use futures_util::stream::{self, Stream, StreamExt};
 
-use crate::backend::{Backend, ListCursor};
+use crate::backend::{Backend, Deployment, ListCursor};
 use crate::key::validate_key;
 use crate::{LockError, LockInfo};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::backend::{AcquireArgs, Attempt, Backend};
+use crate::backend::{AcquireArgs, Attempt, Backend, Deployment};
 use crate::guard::release_in_background;
 use crate::key::{validate_holds, validate_key, validate_lease};
 use crate::lease::{Grant, Holds, Lease, acquire_ttl};

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Deployment};
 use crate::metrics::{KeyLabeller, Metrics};
 use crate::token::{OwnerLabel, waiter_id};
 use crate::waiter::Gates;

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::backend::{Backend, Renewal};
+use crate::backend::{Backend, Deployment, Renewal};
 use crate::lease::{CommandPermit, Lease, Outcome};
 use crate::telemetry::renew_span;
 

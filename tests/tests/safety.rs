@@ -307,8 +307,12 @@ async fn script_flush_never_reaches_callers() {
 fn acquire_and_release_replays_answer_as_the_first_copy() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let acquire = redis::Script::new(include_str!("../../lock-runtime/src/scripts/acquire.lua"));
-    let release = redis::Script::new(include_str!("../../lock-runtime/src/scripts/release.lua"));
+    let acquire = redis::Script::new(include_str!(
+        "../../lock-runtime/src/backend/scripts/acquire.lua"
+    ));
+    let release = redis::Script::new(include_str!(
+        "../../lock-runtime/src/backend/scripts/release.lua"
+    ));
     let token = "0123456789abcdef0123456789abcdef";
     let take = |conn: &mut redis::Connection| -> Vec<String> {
         acquire

@@ -26,14 +26,15 @@ use redis::cluster_routing::{
 use redis::{ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::Notify;
 
+use super::deployment::{
+    AcquireArgs, Attempt, Deployment, ListCursor, ListState, Release, Renewal, Wakeups,
+};
 use super::notices::{Event, Notices, Subscriber};
 use super::redis::{
     acquire_on, force_release_on, inspect_on, leave_on, parse_attempt, parse_reads, parse_scan,
     read_locks_pipeline, release_on, renew_on, scan_command,
 };
-use super::{
-    AcquireArgs, Attempt, ListCursor, ListState, Release, Renewal, StoredLock, Wakeups, millis,
-};
+use super::script::millis;
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -101,44 +102,6 @@ impl ClusterBackend {
         })
     }
 
-    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
-        let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
-        let attempt = parse_attempt(&reply, args.user_key)?;
-        let (Attempt::Acquired { .. }, Some((replicas, timeout))) = (&attempt, self.wait_replicas)
-        else {
-            return Ok(attempt);
-        };
-        let acked = self.wait_replicas(args.key, replicas, timeout).await;
-        if let Ok(acked) = acked
-            && acked >= replicas
-        {
-            return Ok(attempt);
-        }
-        // Not (known to be) replicated: give it back rather than hold a lock that a failover
-        // can lose. A failed release is retried in the background by the caller (the acquire
-        // fails either way).
-        if let Err(err) = release_on(
-            &mut self.conn.clone(),
-            args.key,
-            args.token,
-            Some("SPUBLISH"),
-        )
-        .await
-        {
-            tracing::debug!(%err, "releasing an unacknowledged lock failed");
-        }
-        Err(match acked {
-            Ok(acked) => LockError::backend(
-                BackendErrorKind::Timeout,
-                format!(
-                    "only {acked} of {replicas} replicas of the slot's primary acknowledged the lock on `{}` within {timeout:?}; released",
-                    args.user_key
-                ),
-            ),
-            Err(err) => err,
-        })
-    }
-
     /// `WAIT replicas timeout` on the primary owning `key`'s slot, over the connection that
     /// carried the acquire: how many of its replicas acknowledged the writes made so far.
     async fn wait_replicas(
@@ -164,100 +127,6 @@ impl ClusterBackend {
                 format!("WAIT answered something other than a count: {e}"),
             )
         })
-    }
-
-    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
-        release_on(&mut self.conn.clone(), key, token, Some("SPUBLISH")).await
-    }
-
-    pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
-        leave_on(&mut self.conn.clone(), key, waiter, Some("SPUBLISH")).await
-    }
-
-    /// One script call per slot, all at once; a slot whose call failed is unknown.
-    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Vec<Option<bool>> {
-        let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-        for (i, r) in batch.iter().enumerate() {
-            by_slot.entry(slot(r.key)).or_default().push(i);
-        }
-        let calls = by_slot.values().map(|indices| {
-            let group: Vec<Renewal<'_>> = indices
-                .iter()
-                .map(|&i| Renewal {
-                    key: batch[i].key,
-                    token: batch[i].token,
-                    ttl: batch[i].ttl,
-                })
-                .collect();
-            let mut conn = self.conn.clone();
-            async move { renew_on(&mut conn, &group).await }
-        });
-        let replies = join_all(calls).await;
-        let mut out = vec![None; batch.len()];
-        for (indices, reply) in by_slot.values().zip(replies) {
-            match reply {
-                Ok(renewed) => {
-                    for (&i, r) in indices.iter().zip(renewed) {
-                        out[i] = Some(r);
-                    }
-                }
-                Err(err) => tracing::debug!(%err, "renewing a slot's locks failed"),
-            }
-        }
-        out
-    }
-
-    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        inspect_on(&mut self.conn.clone(), key).await
-    }
-
-    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<Release, LockError> {
-        force_release_on(&mut self.conn.clone(), key, fence, Some("SPUBLISH")).await
-    }
-
-    /// A listing page: `SCAN` on one primary at a time (the primaries are found on the first
-    /// page), then the values of the keys found in one pipeline routed by key. A resharding
-    /// during the listing may skip or repeat keys.
-    pub(crate) async fn list_page(
-        &self,
-        at: &mut ListCursor,
-    ) -> Result<Vec<StoredLock>, LockError> {
-        if !matches!(at.state, ListState::Primaries(_)) {
-            at.state = ListState::Primaries(self.primaries().await?);
-        }
-        let ListState::Primaries(primaries) = &at.state else {
-            return Ok(Vec::new());
-        };
-        let Some((host, port)) = primaries.get(at.node).cloned() else {
-            at.done = true;
-            return Ok(Vec::new());
-        };
-        let count = primaries.len();
-        let node = SingleNodeRoutingInfo::ByAddress { host, port };
-        let mut conn = self.conn.clone();
-        let reply = conn
-            .route_command(
-                scan_command(at.cursor, &at.pattern),
-                RoutingInfo::SingleNode(node.clone()),
-            )
-            .await
-            .map_err(LockError::from_redis)?;
-        let (next, keys) = parse_scan(reply)?;
-        // The keys are that node's: read them there, in one pipeline (a key whose slot moved
-        // meanwhile answers an error and is passed over).
-        let locks = if keys.is_empty() {
-            Vec::new()
-        } else {
-            let pipe = read_locks_pipeline(&keys);
-            let commands = 2 * keys.len();
-            let replies = conn
-                .route_pipeline(pipe, 0, commands, node)
-                .await
-                .map_err(LockError::from_redis)?;
-            parse_reads(keys, &replies)?
-        };
-        at.advance(next, count);
-        Ok(locks.into_iter().flatten().collect())
     }
 
     /// The addresses of the cluster's primaries, sorted.
@@ -295,10 +164,6 @@ impl ClusterBackend {
         Ok(primaries)
     }
 
-    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
-        self.notices(waiter).wakeups(key, None::<Arc<Notify>>).await
-    }
-
     /// The shared release notices, over a RESP3 cluster connection of their own whose pushes
     /// carry the sharded notices (made on first use, replaced when it dies or goes silent).
     fn notices(&self, waiter: &str) -> Arc<Notices> {
@@ -328,6 +193,149 @@ impl ClusterBackend {
                 Notices::new(Box::new(connect), waiter, self.command_timeout)
             })
             .clone()
+    }
+}
+
+impl Deployment for ClusterBackend {
+    fn kind(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn max_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+        let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
+        let attempt = parse_attempt(&reply, args.user_key)?;
+        let (Attempt::Acquired { .. }, Some((replicas, timeout))) = (&attempt, self.wait_replicas)
+        else {
+            return Ok(attempt);
+        };
+        let acked = self.wait_replicas(args.key, replicas, timeout).await;
+        if let Ok(acked) = acked
+            && acked >= replicas
+        {
+            return Ok(attempt);
+        }
+        // Not (known to be) replicated: give it back rather than hold a lock that a failover
+        // can lose. A failed release is retried in the background by the caller (the acquire
+        // fails either way).
+        if let Err(err) = release_on(
+            &mut self.conn.clone(),
+            args.key,
+            args.token,
+            Some("SPUBLISH"),
+        )
+        .await
+        {
+            tracing::debug!(%err, "releasing an unacknowledged lock failed");
+        }
+        Err(match acked {
+            Ok(acked) => LockError::backend(
+                BackendErrorKind::Timeout,
+                format!(
+                    "only {acked} of {replicas} replicas of the slot's primary acknowledged the lock on `{}` within {timeout:?}; released",
+                    args.user_key
+                ),
+            ),
+            Err(err) => err,
+        })
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
+        release_on(&mut self.conn.clone(), key, token, Some("SPUBLISH")).await
+    }
+
+    async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+        leave_on(&mut self.conn.clone(), key, waiter, Some("SPUBLISH")).await
+    }
+
+    /// One script call per slot, all at once; a slot whose call failed is unknown.
+    async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<Option<bool>>, LockError> {
+        let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, r) in batch.iter().enumerate() {
+            by_slot.entry(slot(r.key)).or_default().push(i);
+        }
+        let calls = by_slot.values().map(|indices| {
+            let group: Vec<Renewal<'_>> = indices
+                .iter()
+                .map(|&i| Renewal {
+                    key: batch[i].key,
+                    token: batch[i].token,
+                    ttl: batch[i].ttl,
+                })
+                .collect();
+            let mut conn = self.conn.clone();
+            async move { renew_on(&mut conn, &group).await }
+        });
+        let replies = join_all(calls).await;
+        let mut out = vec![None; batch.len()];
+        for (indices, reply) in by_slot.values().zip(replies) {
+            match reply {
+                Ok(renewed) => {
+                    for (&i, r) in indices.iter().zip(renewed) {
+                        out[i] = Some(r);
+                    }
+                }
+                Err(err) => tracing::debug!(%err, "renewing a slot's locks failed"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+        inspect_on(&mut self.conn.clone(), key).await
+    }
+
+    async fn force_release(&self, key: &str, fence: u64) -> Result<bool, LockError> {
+        force_release_on(&mut self.conn.clone(), key, fence, Some("SPUBLISH")).await
+    }
+
+    /// A listing page: `SCAN` on one primary at a time (the primaries are found on the first
+    /// page), then the values of the keys found in one pipeline routed by key. A resharding
+    /// during the listing may skip or repeat keys.
+    async fn list_page(&self, at: &mut ListCursor) -> Result<Vec<LockInfo>, LockError> {
+        if !matches!(at.state, ListState::Primaries(_)) {
+            at.state = ListState::Primaries(self.primaries().await?);
+        }
+        let ListState::Primaries(primaries) = &at.state else {
+            return Ok(Vec::new());
+        };
+        let Some((host, port)) = primaries.get(at.node).cloned() else {
+            at.done = true;
+            return Ok(Vec::new());
+        };
+        let count = primaries.len();
+        let node = SingleNodeRoutingInfo::ByAddress { host, port };
+        let mut conn = self.conn.clone();
+        let reply = conn
+            .route_command(
+                scan_command(at.cursor, &at.pattern),
+                RoutingInfo::SingleNode(node.clone()),
+            )
+            .await
+            .map_err(LockError::from_redis)?;
+        let (next, keys) = parse_scan(reply)?;
+        // The keys are that node's: read them there, in one pipeline (a key whose slot moved
+        // meanwhile answers an error and is passed over).
+        let locks = if keys.is_empty() {
+            Vec::new()
+        } else {
+            let pipe = read_locks_pipeline(&keys);
+            let commands = 2 * keys.len();
+            let replies = conn
+                .route_pipeline(pipe, 0, commands, node)
+                .await
+                .map_err(LockError::from_redis)?;
+            parse_reads(keys, &replies)?
+        };
+        at.advance(next, count);
+        Ok(locks.into_iter().flatten().map(|lock| lock.info).collect())
+    }
+
+    async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+        self.notices(waiter).wakeups(key, None::<Arc<Notify>>).await
     }
 }
 

@@ -6,9 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{
-    AcquireArgs, Attempt, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups, lock_info,
+use std::time::Duration;
+
+use super::deployment::{
+    AcquireArgs, Attempt, Deployment, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups,
 };
+use super::layout::lock_info;
+use crate::LockError;
 use crate::info::LockInfo;
 use crate::token::{Token, unix_micros};
 
@@ -139,72 +143,8 @@ impl MemoryBackend {
         Self { store }
     }
 
-    pub(crate) fn acquire(&self, args: &AcquireArgs<'_>) -> Attempt {
-        let AcquireArgs {
-            key,
-            token,
-            owner,
-            ttl,
-            waiter,
-            ..
-        } = *args;
-        let now = Instant::now();
-        let mut state = self.store.lock();
-        state.sweep(now);
-        let mut queue = VecDeque::new();
-        match state.locks.get_mut(key).filter(|slot| slot.expires() > now) {
-            Some(Slot::Held {
-                queue,
-                expires,
-                contended,
-                ..
-            }) => {
-                if let Some(waiter) = waiter {
-                    *contended = true;
-                    if !queue.iter().any(|w| w == waiter) {
-                        queue.push_back(waiter.to_owned());
-                    }
-                }
-                return Attempt::Busy {
-                    pttl: Some(*expires - now),
-                };
-            }
-            Some(Slot::Reserved {
-                queue: waiting,
-                expires,
-            }) => {
-                if waiter.is_none() || waiting.front().map(String::as_str) != waiter {
-                    if let Some(waiter) = waiter
-                        && !waiting.iter().any(|w| w == waiter)
-                    {
-                        waiting.push_back(waiter.to_owned());
-                    }
-                    return Attempt::Busy {
-                        pttl: Some(*expires - now),
-                    };
-                }
-                waiting.pop_front();
-                queue = std::mem::take(waiting);
-            }
-            None => {}
-        }
-        let fence = unix_micros().max(state.last_fence + 1);
-        state.last_fence = fence;
-        state.locks.insert(
-            key.to_owned(),
-            Slot::Held {
-                token: token.clone(),
-                fence,
-                owner: owner.to_owned(),
-                expires: now + ttl,
-                contended: !queue.is_empty(),
-                queue,
-            },
-        );
-        Attempt::Acquired { fence }
-    }
-
-    pub(crate) fn release(&self, key: &str, token: &Token) -> Release {
+    /// Releases `key` if `token` holds it: no I/O, so done at once.
+    fn release_at_once(&self, key: &str, token: &Token) -> Release {
         let now = Instant::now();
         let mut state = self.store.lock();
         let Some(Slot::Held {
@@ -246,50 +186,8 @@ impl MemoryBackend {
         Release::Notified
     }
 
-    pub(crate) fn leave(&self, key: &str, waiter: &str) {
-        let now = Instant::now();
-        let mut state = self.store.lock();
-        let Some(slot) = state.locks.get_mut(key).filter(|slot| slot.expires() > now) else {
-            return;
-        };
-        let reserved = matches!(slot, Slot::Reserved { .. });
-        let (Slot::Held { queue, .. } | Slot::Reserved { queue, .. }) = slot;
-        let Some(at) = queue.iter().position(|w| w == waiter) else {
-            return;
-        };
-        queue.remove(at);
-        if at != 0 || !reserved {
-            return;
-        }
-        // The lock was reserved for this waiter: hand it to the next one, or free it.
-        if queue.is_empty() {
-            state.locks.remove(key);
-            return;
-        }
-        if let Slot::Reserved { expires, .. } = slot {
-            *expires = now + RESERVATION;
-        }
-        if let Some(notify) = state.wakers.get(key).and_then(Weak::upgrade) {
-            notify.notify_waiters();
-        }
-    }
-
-    pub(crate) fn renew(&self, batch: &[Renewal<'_>]) -> Vec<bool> {
-        let now = Instant::now();
-        let mut state = self.store.lock();
-        batch
-            .iter()
-            .map(|r| match state.locks.get_mut(r.key) {
-                Some(Slot::Held { token, expires, .. }) if *token == *r.token && *expires > now => {
-                    *expires = now + r.ttl;
-                    true
-                }
-                _ => false,
-            })
-            .collect()
-    }
-
-    pub(crate) fn inspect(&self, key: &str) -> Option<LockInfo> {
+    /// Who holds `key`, read at once.
+    fn holder(&self, key: &str) -> Option<LockInfo> {
         let now = Instant::now();
         let state = self.store.lock();
         match state.locks.get(key)? {
@@ -309,25 +207,157 @@ impl MemoryBackend {
             _ => None,
         }
     }
+}
+
+/// Every operation is done at once under the store's mutex (never held across an `.await`).
+impl Deployment for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn max_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+        let AcquireArgs {
+            key,
+            token,
+            owner,
+            ttl,
+            waiter,
+            ..
+        } = *args;
+        let now = Instant::now();
+        let mut state = self.store.lock();
+        state.sweep(now);
+        let mut queue = VecDeque::new();
+        match state.locks.get_mut(key).filter(|slot| slot.expires() > now) {
+            Some(Slot::Held {
+                queue,
+                expires,
+                contended,
+                ..
+            }) => {
+                if let Some(waiter) = waiter {
+                    *contended = true;
+                    if !queue.iter().any(|w| w == waiter) {
+                        queue.push_back(waiter.to_owned());
+                    }
+                }
+                return Ok(Attempt::Busy {
+                    pttl: Some(*expires - now),
+                });
+            }
+            Some(Slot::Reserved {
+                queue: waiting,
+                expires,
+            }) => {
+                if waiter.is_none() || waiting.front().map(String::as_str) != waiter {
+                    if let Some(waiter) = waiter
+                        && !waiting.iter().any(|w| w == waiter)
+                    {
+                        waiting.push_back(waiter.to_owned());
+                    }
+                    return Ok(Attempt::Busy {
+                        pttl: Some(*expires - now),
+                    });
+                }
+                waiting.pop_front();
+                queue = std::mem::take(waiting);
+            }
+            None => {}
+        }
+        let fence = unix_micros().max(state.last_fence + 1);
+        state.last_fence = fence;
+        state.locks.insert(
+            key.to_owned(),
+            Slot::Held {
+                token: token.clone(),
+                fence,
+                owner: owner.to_owned(),
+                expires: now + ttl,
+                contended: !queue.is_empty(),
+                queue,
+            },
+        );
+        Ok(Attempt::Acquired { fence })
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
+        Ok(self.release_at_once(key, token))
+    }
+
+    fn release_now(&self, key: &str, token: &Token) -> Option<Release> {
+        Some(self.release_at_once(key, token))
+    }
+
+    async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+        let now = Instant::now();
+        let mut state = self.store.lock();
+        let Some(slot) = state.locks.get_mut(key).filter(|slot| slot.expires() > now) else {
+            return Ok(());
+        };
+        let reserved = matches!(slot, Slot::Reserved { .. });
+        let (Slot::Held { queue, .. } | Slot::Reserved { queue, .. }) = slot;
+        let Some(at) = queue.iter().position(|w| w == waiter) else {
+            return Ok(());
+        };
+        queue.remove(at);
+        if at != 0 || !reserved {
+            return Ok(());
+        }
+        // The lock was reserved for this waiter: hand it to the next one, or free it.
+        if queue.is_empty() {
+            state.locks.remove(key);
+            return Ok(());
+        }
+        if let Slot::Reserved { expires, .. } = slot {
+            *expires = now + RESERVATION;
+        }
+        if let Some(notify) = state.wakers.get(key).and_then(Weak::upgrade) {
+            notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<Option<bool>>, LockError> {
+        let now = Instant::now();
+        let mut state = self.store.lock();
+        Ok(batch
+            .iter()
+            .map(|r| match state.locks.get_mut(r.key) {
+                Some(Slot::Held { token, expires, .. }) if *token == *r.token && *expires > now => {
+                    *expires = now + r.ttl;
+                    Some(true)
+                }
+                _ => Some(false),
+            })
+            .collect())
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+        Ok(self.holder(key))
+    }
 
     /// Releases `key` if it is held under `fence`, as its holder's release would.
-    pub(crate) fn force_release(&self, key: &str, fence: u64) -> Release {
+    async fn force_release(&self, key: &str, fence: u64) -> Result<bool, LockError> {
         let token = {
             let state = self.store.lock();
             match state.locks.get(key) {
                 Some(Slot::Held {
                     token, fence: held, ..
                 }) if *held == fence => token.clone(),
-                _ => return Release::NotHeld,
+                _ => return Ok(false),
             }
         };
         // The token held the key under that fence; if it changed meanwhile, nothing is done.
-        self.release(key, &token)
+        Ok(self.release_at_once(key, &token) != Release::NotHeld)
     }
 
     /// The keys held under the prefix when the listing began (sorted), then up to 1000 of
     /// them per page, read as they are now.
-    pub(crate) fn list_page(&self, at: &mut ListCursor) -> Vec<LockInfo> {
+    async fn list_page(&self, at: &mut ListCursor) -> Result<Vec<LockInfo>, LockError> {
         if !matches!(at.state, ListState::Snapshot(_)) {
             let now = Instant::now();
             let state = self.store.lock();
@@ -344,14 +374,14 @@ impl MemoryBackend {
             at.state = ListState::Snapshot(keys.into());
         }
         let ListState::Snapshot(keys) = &mut at.state else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let page: Vec<String> = keys.drain(..keys.len().min(1000)).collect();
         at.done = keys.is_empty();
-        page.iter().filter_map(|key| self.inspect(key)).collect()
+        Ok(page.iter().filter_map(|key| self.holder(key)).collect())
     }
 
-    pub(crate) fn subscribe(&self, key: &str) -> Wakeups {
+    async fn subscribe(&self, key: &str, _waiter: &str) -> Result<Wakeups, LockError> {
         let mut state = self.store.lock();
         let existing = state.wakers.get(key).and_then(Weak::upgrade);
         let notify = existing.unwrap_or_else(|| {
@@ -359,7 +389,7 @@ impl MemoryBackend {
             state.wakers.insert(key.to_owned(), Arc::downgrade(&notify));
             notify
         });
-        Wakeups::new(notify, ())
+        Ok(Wakeups::new(notify, ()))
     }
 }
 

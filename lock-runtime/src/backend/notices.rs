@@ -23,7 +23,7 @@ use redis::aio::PubSubSink;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Wakeups;
+use super::deployment::Wakeups;
 use crate::{BackendErrorKind, LockError};
 
 /// A key nobody waits on stays subscribed this long, so that a key under steady contention is

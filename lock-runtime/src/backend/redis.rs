@@ -9,14 +9,13 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Notify;
 
 use super::coalesce::{Coalescer, Op};
+use super::deployment::{AcquireArgs, Attempt, Deployment, ListCursor, Release, Renewal, Wakeups};
+use super::layout::{StoredLock, parse_stored, parse_value};
 use super::link::Link;
 use super::notices::{Event, Notices, Subscriber};
 #[cfg(feature = "cluster")]
 use super::script::RELEASE;
-use super::script::{ACQUIRE, FORCE_RELEASE, LEAVE, RENEW, handoff_args};
-use super::{
-    AcquireArgs, Attempt, Release, Renewal, StoredLock, Wakeups, millis, parse_stored, parse_value,
-};
+use super::script::{ACQUIRE, FORCE_RELEASE, LEAVE, RENEW, handoff_args, millis};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -158,21 +157,6 @@ impl RedisBackend {
         self.link.on_conn(op).await
     }
 
-    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
-        let answer = self
-            .coalescer
-            .call(Op::Acquire {
-                key: args.key.to_owned(),
-                token: args.token.as_str().to_owned(),
-                ttl_ms: millis(args.ttl).to_string(),
-                owner: args.owner.to_owned(),
-                waiter: args.waiter.unwrap_or("").to_owned(),
-            })
-            .await?;
-        let reply: Vec<redis::Value> = own_answer(answer)?;
-        parse_attempt(&reply, args.user_key)
-    }
-
     /// An acquire that also reports how long this node has kept its data: `(attempt, boot
     /// marker, server clock)`, both in microseconds. For Redlock (which never queues).
     pub(crate) async fn acquire_with_boot(
@@ -214,41 +198,9 @@ impl RedisBackend {
             .map_err(LockError::from_redis)
     }
 
-    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
-        let answer = self
-            .coalescer
-            .call(Op::Release {
-                key: key.to_owned(),
-                token: token.as_str().to_owned(),
-            })
-            .await?;
-        Ok(release_outcome(own_answer(answer)?))
-    }
-
-    pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
-        self.on_conn(|mut conn| async move { leave_on(&mut conn, key, waiter, None).await })
-            .await
-    }
-
-    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
-        self.on_conn(|mut conn| async move { renew_on(&mut conn, batch).await })
-            .await
-    }
-
-    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
-        self.on_conn(|mut conn| async move { inspect_on(&mut conn, key).await })
-            .await
-    }
-
-    /// Releases `key` if it is held under `fence` (an operator's release).
-    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<Release, LockError> {
-        self.on_conn(|mut conn| async move { force_release_on(&mut conn, key, fence, None).await })
-            .await
-    }
-
     /// One listing step: `SCAN` from `cursor` for `pattern`, then the values and leases of the
     /// keys found in one pipeline. The next cursor (0: done) and the held locks (keys full).
-    pub(crate) async fn list_page(
+    pub(crate) async fn scan_page(
         &self,
         cursor: u64,
         pattern: &str,
@@ -270,10 +222,21 @@ impl RedisBackend {
             .await
     }
 
+    /// Wake-ups for `key` that also wake `shared`: one wake-up for all of Redlock's nodes.
+    /// See [`subscribe_with`](Self::subscribe_with).
+    pub(crate) async fn subscribe_shared(
+        &self,
+        key: &str,
+        waiter: &str,
+        shared: Arc<Notify>,
+    ) -> Result<Wakeups, LockError> {
+        self.subscribe_with(key, waiter, Some(shared)).await
+    }
+
     /// Wake-ups for `key` (also on `shared`, for Redlock), once subscribed. Fails at once
     /// while the subscriber connection is being (re)made, and within the command timeout
     /// otherwise; see [`Notices`].
-    pub(crate) async fn subscribe(
+    async fn subscribe_with(
         &self,
         key: &str,
         waiter: &str,
@@ -322,6 +285,75 @@ impl RedisBackend {
             })
             .clone();
         Some(notices)
+    }
+}
+
+impl Deployment for RedisBackend {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn max_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+        let answer = self
+            .coalescer
+            .call(Op::Acquire {
+                key: args.key.to_owned(),
+                token: args.token.as_str().to_owned(),
+                ttl_ms: millis(args.ttl).to_string(),
+                owner: args.owner.to_owned(),
+                waiter: args.waiter.unwrap_or("").to_owned(),
+            })
+            .await?;
+        let reply: Vec<redis::Value> = own_answer(answer)?;
+        parse_attempt(&reply, args.user_key)
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
+        let answer = self
+            .coalescer
+            .call(Op::Release {
+                key: key.to_owned(),
+                token: token.as_str().to_owned(),
+            })
+            .await?;
+        Ok(release_outcome(own_answer(answer)?))
+    }
+
+    async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<Option<bool>>, LockError> {
+        let renewed = self
+            .on_conn(|mut conn| async move { renew_on(&mut conn, batch).await })
+            .await?;
+        Ok(renewed.into_iter().map(Some).collect())
+    }
+
+    async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+        self.on_conn(|mut conn| async move { leave_on(&mut conn, key, waiter, None).await })
+            .await
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+        self.on_conn(|mut conn| async move { inspect_on(&mut conn, key).await })
+            .await
+    }
+
+    /// An operator's release.
+    async fn force_release(&self, key: &str, fence: u64) -> Result<bool, LockError> {
+        self.on_conn(|mut conn| async move { force_release_on(&mut conn, key, fence, None).await })
+            .await
+    }
+
+    async fn list_page(&self, at: &mut ListCursor) -> Result<Vec<LockInfo>, LockError> {
+        let (next, locks) = self.scan_page(at.cursor, &at.pattern).await?;
+        at.advance(next, 1);
+        Ok(locks.into_iter().map(|lock| lock.info).collect())
+    }
+
+    async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+        self.subscribe_with(key, waiter, None).await
     }
 }
 
@@ -416,19 +448,20 @@ pub(crate) async fn inspect_on<C: ConnectionLike>(
     Ok(value.and_then(|v| parse_value(&v, ttl)))
 }
 
-/// Runs the force-release script on `conn`: releases `key` if it is held under `fence`.
+/// Runs the force-release script on `conn`: releases `key` if it is held under `fence`; true
+/// when it was.
 pub(crate) async fn force_release_on<C: ConnectionLike>(
     conn: &mut C,
     key: &str,
     fence: u64,
     publish: Option<&str>,
-) -> Result<Release, LockError> {
+) -> Result<bool, LockError> {
     let [tombstone, reservation, publish] = handoff_args(publish);
     let fence = format!("{fence:016}");
     let released: i64 = FORCE_RELEASE
         .call(conn, &[key], &[&fence, &tombstone, &reservation, &publish])
         .await?;
-    Ok(release_outcome(released))
+    Ok(release_outcome(released) != Release::NotHeld)
 }
 
 /// One operation's entry in a batch reply, read as `T`; an error entry is that operation's

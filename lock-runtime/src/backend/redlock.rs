@@ -40,10 +40,11 @@ use futures_util::future::join_all;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::{
-    AcquireArgs, Attempt, ListCursor, ListState, RedisBackend, Release, Renewal, StoredLock,
-    Wakeups,
+use super::deployment::{
+    AcquireArgs, Attempt, Deployment, ListCursor, ListState, Release, Renewal, Wakeups,
 };
+use super::layout::StoredLock;
+use super::redis::RedisBackend;
 use crate::info::LockInfo;
 use crate::token::Token;
 use crate::{BackendErrorKind, LockError};
@@ -142,12 +143,52 @@ impl RedlockBackend {
         now.saturating_sub(boot) >= micros(self.quarantine)
     }
 
-    /// How long a node that lost its data does not vote.
-    pub(crate) fn quarantine(&self) -> Duration {
-        self.quarantine
+    /// What every node stores for `key` (in node order): its lock, none, or why it could not
+    /// be read.
+    async fn read_everywhere(&self, key: &str) -> Vec<Result<Option<StoredLock>, LockError>> {
+        let keys = [key.to_owned()];
+        join_all(self.nodes.iter().map(|node| {
+            let keys = &keys;
+            async move {
+                within(self.command_timeout, node, node.read_locks(keys))
+                    .await
+                    .map(|mut found| found.pop().flatten())
+            }
+        }))
+        .await
     }
 
-    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+    /// Runs `op` on every node, each on a task of its own (so that it finishes even when the
+    /// caller stops listening); the answers in the order they come.
+    fn on_every_node<T, F, Fut>(&self, op: F) -> mpsc::UnboundedReceiver<Result<T, LockError>>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<RedisBackend>, Duration) -> Fut,
+        Fut: Future<Output = Result<T, LockError>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for node in &self.nodes {
+            let answer = op(node.clone(), self.command_timeout);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(answer.await);
+            });
+        }
+        rx
+    }
+}
+
+impl Deployment for RedlockBackend {
+    fn kind(&self) -> &'static str {
+        "redlock"
+    }
+
+    /// The quarantine: a node that lost its data does not vote for that long.
+    fn max_ttl(&self) -> Option<Duration> {
+        Some(self.quarantine)
+    }
+
+    async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let n = self.nodes.len();
         let quorum = self.quorum();
         let per_node = self.node_timeout(args.ttl);
@@ -252,7 +293,7 @@ impl RedlockBackend {
 
     /// Released when a majority released it; the nodes still silent are left to finish in the
     /// background (each within the command timeout).
-    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
+    async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         let n = self.nodes.len();
         let quorum = self.quorum();
         let mut answers = self.on_every_node(|node, timeout| {
@@ -293,9 +334,9 @@ impl RedlockBackend {
     /// Per lease: held when a majority renewed it, lost when a majority says another token
     /// (or none) holds it, unknown otherwise (retried until the deadline). A node gets at most
     /// a tenth of the shortest lease in the batch to answer.
-    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Vec<Option<bool>> {
+    async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<Option<bool>>, LockError> {
         let Some(shortest) = batch.iter().map(|r| r.ttl).min() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         // A renewal (or a minimum hold's rest, or a lease shortened near its cap) may carry a
         // lease of a few milliseconds: a tenth of it is no time to answer in. Its deadline is
@@ -310,15 +351,15 @@ impl RedlockBackend {
                 .map(|n| within(per_node, n, n.renew(batch))),
         )
         .await;
-        (0..batch.len())
+        Ok((0..batch.len())
             .map(|i| {
                 let yes = answers
                     .iter()
-                    .filter(|a| matches!(a, Ok(v) if v.get(i) == Some(&true)))
+                    .filter(|a| matches!(a, Ok(v) if v.get(i) == Some(&Some(true))))
                     .count();
                 let no = answers
                     .iter()
-                    .filter(|a| matches!(a, Ok(v) if v.get(i) == Some(&false)))
+                    .filter(|a| matches!(a, Ok(v) if v.get(i) == Some(&Some(false))))
                     .count();
                 if yes >= self.quorum() {
                     Some(true)
@@ -328,29 +369,19 @@ impl RedlockBackend {
                     None
                 }
             })
-            .collect()
+            .collect())
     }
 
-    /// What every node stores for `key` (in node order): its lock, none, or why it could not
-    /// be read.
-    async fn read_everywhere(&self, key: &str) -> Vec<Result<Option<StoredLock>, LockError>> {
-        let keys = [key.to_owned()];
-        join_all(self.nodes.iter().map(|node| {
-            let keys = &keys;
-            async move {
-                within(self.command_timeout, node, node.read_locks(keys))
-                    .await
-                    .map(|mut found| found.pop().flatten())
-            }
-        }))
-        .await
+    /// Redlock never queues: nothing to leave.
+    async fn leave(&self, _key: &str, _waiter: &str) -> Result<(), LockError> {
+        Ok(())
     }
 
     /// The holder as a majority of nodes say: the token a majority holds `key` with, with the
     /// largest of those nodes' fences and what remains until fewer than a majority hold it
     /// (the rule [`list_page`](Self::list_page) follows). `None` when no token has a
     /// majority; an error when too many nodes could not be read to tell.
-    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
         let reads = self.read_everywhere(key).await;
         let held: Vec<&StoredLock> = reads
             .iter()
@@ -371,7 +402,7 @@ impl RedlockBackend {
     /// node (each node's clock), so the fence names the acquisition's token on the node that
     /// has it; then every node holding that token releases it under its own fence. True when
     /// a majority released it (a lock held on a minority only is cleaned up, and false).
-    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<bool, LockError> {
+    async fn force_release(&self, key: &str, fence: u64) -> Result<bool, LockError> {
         let reads = self.read_everywhere(key).await;
         let unknown = reads.iter().filter(|r| r.is_err()).count();
         let first_error = || reads.iter().find_map(|r| r.as_ref().err()).map(error_copy);
@@ -390,13 +421,14 @@ impl RedlockBackend {
             let token = &token;
             async move {
                 match read {
-                    Ok(Some(held)) if held.token == *token => within(
-                        self.command_timeout,
-                        node,
-                        node.force_release(key, held.info.fencing_token),
-                    )
-                    .await
-                    .map(|r| r != Release::NotHeld),
+                    Ok(Some(held)) if held.token == *token => {
+                        within(
+                            self.command_timeout,
+                            node,
+                            node.force_release(key, held.info.fencing_token),
+                        )
+                        .await
+                    }
                     _ => Ok(false),
                 }
             }
@@ -426,7 +458,7 @@ impl RedlockBackend {
     /// those nodes', its lease what remains until fewer than a majority hold it. A node that
     /// cannot be scanned is passed over; when more than a minority cannot, the listing ends
     /// with an error.
-    pub(crate) async fn list_page(&self, at: &mut ListCursor) -> Result<Vec<LockInfo>, LockError> {
+    async fn list_page(&self, at: &mut ListCursor) -> Result<Vec<LockInfo>, LockError> {
         let n = self.nodes.len();
         let quorum = self.quorum();
         if !matches!(at.state, ListState::Redlock { .. }) {
@@ -443,7 +475,7 @@ impl RedlockBackend {
         let page = within(
             self.command_timeout,
             node,
-            node.list_page(at.cursor, &at.pattern),
+            node.scan_page(at.cursor, &at.pattern),
         )
         .await;
         let ListState::Redlock { scanned, failed } = &mut at.state else {
@@ -521,14 +553,14 @@ impl RedlockBackend {
     /// nodes subscribed (a lock held on a majority then publishes its release on at least one
     /// of them), or every node answered and at least one subscribed; a late node joins in the
     /// background.
-    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+    async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
         let notify = Arc::new(Notify::new());
         let live: Arc<Mutex<Vec<Wakeups>>> = Arc::default();
         let mut answers = self.on_every_node(|node, _| {
             let (key, waiter, notify) = (key.to_owned(), waiter.to_owned(), notify.clone());
             let live = Arc::downgrade(&live);
             async move {
-                let wakeups = node.subscribe(&key, &waiter, Some(notify)).await?;
+                let wakeups = node.subscribe_shared(&key, &waiter, notify).await?;
                 if let Some(live) = live.upgrade() {
                     live.lock().unwrap_or_else(|p| p.into_inner()).push(wakeups);
                 }
@@ -555,25 +587,6 @@ impl RedlockBackend {
             ));
         }
         Ok(Wakeups::new(notify, live))
-    }
-
-    /// Runs `op` on every node, each on a task of its own (so that it finishes even when the
-    /// caller stops listening); the answers in the order they come.
-    fn on_every_node<T, F, Fut>(&self, op: F) -> mpsc::UnboundedReceiver<Result<T, LockError>>
-    where
-        T: Send + 'static,
-        F: Fn(Arc<RedisBackend>, Duration) -> Fut,
-        Fut: Future<Output = Result<T, LockError>> + Send + 'static,
-    {
-        let (tx, rx) = mpsc::unbounded_channel();
-        for node in &self.nodes {
-            let answer = op(node.clone(), self.command_timeout);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(answer.await);
-            });
-        }
-        rx
     }
 }
 

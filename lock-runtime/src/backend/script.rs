@@ -7,23 +7,23 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 
-use super::{RESERVATION, millis};
+use super::deployment::RESERVATION;
 use crate::LockError;
 
-pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("../scripts/acquire.lua"));
+pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("scripts/acquire.lua"));
 #[cfg(feature = "cluster")]
-pub(crate) static RELEASE: Lua = Lua::new(include_str!("../scripts/release.lua"));
-pub(crate) static RENEW: Lua = Lua::new(include_str!("../scripts/renew.lua"));
-pub(crate) static LEAVE: Lua = Lua::new(include_str!("../scripts/leave.lua"));
-pub(crate) static FORCE_RELEASE: Lua = Lua::new(include_str!("../scripts/force_release.lua"));
+pub(crate) static RELEASE: Lua = Lua::new(include_str!("scripts/release.lua"));
+pub(crate) static RENEW: Lua = Lua::new(include_str!("scripts/renew.lua"));
+pub(crate) static LEAVE: Lua = Lua::new(include_str!("scripts/leave.lua"));
+pub(crate) static FORCE_RELEASE: Lua = Lua::new(include_str!("scripts/force_release.lua"));
 /// Acquires and releases in one call: the two scripts above, unchanged, as functions.
 pub(crate) static BATCH: Lua = Lua::new(concat!(
     "local function acquire(KEYS, ARGV)\n",
-    include_str!("../scripts/acquire.lua"),
+    include_str!("scripts/acquire.lua"),
     "\nend\nlocal function release(KEYS, ARGV)\n",
-    include_str!("../scripts/release.lua"),
+    include_str!("scripts/release.lua"),
     "\nend\n",
-    include_str!("../scripts/batch.lua"),
+    include_str!("scripts/batch.lua"),
 ));
 
 /// A Lua script, called by its SHA1 (`EVALSHA`) and sent whole (`EVAL`, which also caches it
@@ -120,4 +120,9 @@ pub(crate) fn handoff_args(publish: Option<&str>) -> [String; 3] {
         millis(RESERVATION).to_string(),
         publish.unwrap_or("PUBLISH").to_owned(),
     ]
+}
+
+/// A duration as the scripts and commands take it: whole milliseconds, at least one.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

@@ -11,7 +11,8 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{AcquireArgs, Attempt, RedisBackend, Release, Renewal, StoredLock, Wakeups};
+use super::deployment::{AcquireArgs, Attempt, Deployment, ListCursor, Release, Renewal, Wakeups};
+use super::redis::RedisBackend;
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -120,8 +121,20 @@ impl SentinelBackend {
             other => other,
         }
     }
+}
 
-    pub(crate) async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
+/// Every operation runs on the current primary, following it across a failover (see
+/// [`on_primary`](SentinelBackend::on_primary)).
+impl Deployment for SentinelBackend {
+    fn kind(&self) -> &'static str {
+        "sentinel"
+    }
+
+    fn max_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let (key, token) = (args.key, args.token);
         self.on_primary(|node| async move {
             let attempt = node.acquire(args).await?;
@@ -142,44 +155,44 @@ impl SentinelBackend {
         .await
     }
 
-    pub(crate) async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
+    async fn release(&self, key: &str, token: &Token) -> Result<Release, LockError> {
         self.on_primary(|node| async move { node.release(key, token).await })
             .await
     }
 
-    pub(crate) async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
+    async fn leave(&self, key: &str, waiter: &str) -> Result<(), LockError> {
         self.on_primary(|node| async move { node.leave(key, waiter).await })
             .await
     }
 
-    pub(crate) async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<bool>, LockError> {
+    async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<Option<bool>>, LockError> {
         self.on_primary(|node| async move { node.renew(batch).await })
             .await
     }
 
-    pub(crate) async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
+    async fn inspect(&self, key: &str) -> Result<Option<LockInfo>, LockError> {
         self.on_primary(|node| async move { node.inspect(key).await })
             .await
     }
 
-    pub(crate) async fn force_release(&self, key: &str, fence: u64) -> Result<Release, LockError> {
+    async fn force_release(&self, key: &str, fence: u64) -> Result<bool, LockError> {
         self.on_primary(|node| async move { node.force_release(key, fence).await })
             .await
     }
 
     /// A listing page from the current primary. After a failover the listing goes on with
     /// the same cursor on the new primary: keys may then be skipped or repeated.
-    pub(crate) async fn list_page(
-        &self,
-        cursor: u64,
-        pattern: &str,
-    ) -> Result<(u64, Vec<StoredLock>), LockError> {
-        self.on_primary(|node| async move { node.list_page(cursor, pattern).await })
-            .await
+    async fn list_page(&self, at: &mut ListCursor) -> Result<Vec<LockInfo>, LockError> {
+        let (cursor, pattern) = (at.cursor, at.pattern.as_str());
+        let (next, locks) = self
+            .on_primary(|node| async move { node.scan_page(cursor, pattern).await })
+            .await?;
+        at.advance(next, 1);
+        Ok(locks.into_iter().map(|lock| lock.info).collect())
     }
 
-    pub(crate) async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
-        self.on_primary(|node| async move { node.subscribe(key, waiter, None).await })
+    async fn subscribe(&self, key: &str, waiter: &str) -> Result<Wakeups, LockError> {
+        self.on_primary(|node| async move { node.subscribe(key, waiter).await })
             .await
     }
 }
