@@ -65,6 +65,8 @@ impl AcquireTrace {
             caller,
             started: Instant::now(),
             attempts: 0,
+            // A unit struct without the `metrics` feature.
+            #[allow(clippy::default_constructed_unit_structs)]
             metrics: LockMetrics::default(),
             waiting: false,
             finished: false,
@@ -168,6 +170,8 @@ impl Default for HoldTrace {
     fn default() -> Self {
         Self {
             span: Span::none(),
+            // A unit struct without the `metrics` feature.
+            #[allow(clippy::default_constructed_unit_structs)]
             metrics: LockMetrics::default(),
             since: None,
         }

@@ -276,6 +276,18 @@ async fn nemesis(run: Arc<Run>, deployment: Arc<Deployment>) {
     }
 }
 
+fn who(now: &[&Interval]) -> String {
+    now.iter()
+        .map(|o| {
+            format!(
+                "task {} op {} {:?} {:.1}..{:.1} ms",
+                o.task, o.op, o.what, o.from, o.to
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Every overlap the rules forbid, as messages.
 fn violations(holds: &[Interval]) -> Vec<String> {
     let mut found = Vec::new();
@@ -294,7 +306,10 @@ fn violations(holds: &[Interval]) -> Vec<String> {
             })
             .sum();
         if permits > PERMITS {
-            found.push(format!("{permits} permits held at {at:.1} ms: {now:?}"));
+            found.push(format!(
+                "{permits} permits held at {at:.1} ms: {}",
+                who(&now)
+            ));
         }
         let readers = now.iter().filter(|o| o.what == Held::Read).count();
         let writers = now.iter().filter(|o| o.what == Held::Write).count();
