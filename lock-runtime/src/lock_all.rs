@@ -43,7 +43,9 @@ impl LockClient {
     /// ```
     ///
     /// When awaited: no keys, or more than [`MAX_KEYS`], is [`LockError::InvalidCount`]; a
-    /// bad key is [`LockError::InvalidKey`].
+    /// bad key, or one under `semaphore:` or `rwlock:` (the locks of
+    /// [`Semaphore`](crate::Semaphore) and [`RwLock`](crate::RwLock), which only they take), is
+    /// [`LockError::InvalidKey`].
     pub fn lock_all<I>(&self, keys: I) -> LockSetRequest
     where
         I: IntoIterator,
@@ -54,7 +56,7 @@ impl LockClient {
         keys.dedup();
         let name = keys.join("+");
         let plan = check(&keys).map(|()| Plan::All { keys });
-        LockSetRequest::new(self.lock(name.clone()), name, plan)
+        LockSetRequest::new(self, name, plan)
     }
 }
 
@@ -66,5 +68,20 @@ fn check(keys: &[String]) -> Result<(), LockError> {
             reason: "lock_all takes between 1 and distlock::MAX_KEYS (1024) keys",
         });
     }
-    keys.iter().try_for_each(|k| validate_key(k))
+    keys.iter().try_for_each(|k| {
+        validate_key(k)?;
+        if RESERVED.iter().any(|prefix| k.starts_with(prefix)) {
+            return Err(LockError::InvalidKey {
+                key: k.chars().take(64).collect(),
+                reason: "keys under `semaphore:` and `rwlock:` are the locks semaphores and \
+                         read/write locks are made of; a set taking some of them could wait \
+                         on a gatherer waiting on it",
+            });
+        }
+        Ok(())
+    })
 }
+
+/// Where the primitives' own locks are: only their own requests take those, so that every
+/// caller that waits while holding some of them waits behind their gate.
+const RESERVED: [&str; 2] = ["semaphore:", "rwlock:"];

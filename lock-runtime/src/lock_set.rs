@@ -28,7 +28,7 @@ use futures_util::future::{join_all, select_all};
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
-use crate::{LockError, LockGuard, LockInfo, LockRequest};
+use crate::{LockClient, LockError, LockGuard, LockInfo, LockRequest};
 
 /// Which locks a [`LockSetRequest`] takes.
 #[derive(Debug, Clone)]
@@ -107,6 +107,7 @@ pub(crate) struct Gate {
 #[derive(Debug)]
 #[must_use = "a lock request does nothing until it is awaited"]
 pub struct LockSetRequest {
+    client: LockClient,
     /// The caller's terms, for the name of the primitive (used in errors).
     terms: LockRequest,
     name: String,
@@ -114,8 +115,13 @@ pub struct LockSetRequest {
 }
 
 impl LockSetRequest {
-    pub(crate) fn new(terms: LockRequest, name: String, plan: Result<Plan, LockError>) -> Self {
-        Self { terms, name, plan }
+    pub(crate) fn new(client: &LockClient, name: String, plan: Result<Plan, LockError>) -> Self {
+        Self {
+            client: client.clone(),
+            terms: client.lock(name.clone()),
+            name,
+            plan,
+        }
     }
 
     /// Each lock's lease (default: the client's default TTL). At least 100 ms.
@@ -172,7 +178,12 @@ impl LockSetRequest {
     }
 
     async fn take(self) -> Result<LockSetGuard, LockError> {
-        let Self { terms, name, plan } = self;
+        let Self {
+            client,
+            terms,
+            name,
+            plan,
+        } = self;
         let deadline = Instant::now().checked_add(terms.wait_for());
         let busy = |retry_after| LockError::Busy {
             key: name.clone(),
@@ -199,7 +210,7 @@ impl LockSetRequest {
                     }
                     None => None,
                 };
-                let gathered = gather(&terms, &slots, need, deadline)
+                let gathered = gather(&client, &terms, &slots, need, deadline)
                     .await
                     .map_err(|failed| match failed {
                         Gathering::Busy(retry_after) => busy(retry_after),
@@ -212,8 +223,8 @@ impl LockSetRequest {
                         fence = Some(gate.fencing_token());
                         guards.push(gate);
                     } else {
-                        // Only a deadlock guard: losing it now changes nothing.
-                        let _ = gate.release().await;
+                        // Only a deadlock guard, given back in the background.
+                        give_back([gate]).await;
                     }
                 }
                 let slots = gathered?;
@@ -245,49 +256,54 @@ fn until(deadline: Option<Instant>) -> Duration {
 
 /// Takes every key of `keys` (sorted, distinct) or none.
 ///
-/// First all at once with one try each (for a free set, one round trip); if one is busy, what
-/// was taken goes back and, when there is a wait, the keys are taken again one by one in
-/// order, each waiting with what is left of the set's deadline.
+/// In rounds: every key not yet held is tried at once (one try each, so for a free set this
+/// is one round trip). If one is busy and there is a wait, the keys after the first busy one
+/// go back, and that key is awaited with what is left of the set's deadline: the caller then
+/// waits only for a key larger than all it holds. Then the next round.
 async fn take_in_order(
     terms: &LockRequest,
     keys: &[String],
     deadline: Option<Instant>,
 ) -> Result<Vec<LockGuard>, LockError> {
-    let tries = join_all(
-        keys.iter()
-            .map(|k| terms.for_key(k.clone(), Duration::ZERO).into_future()),
-    );
-    let mut held = Vec::with_capacity(keys.len());
-    let mut refused = None;
-    for answer in tries.await {
-        match answer {
-            Ok(guard) => held.push(guard),
-            Err(err) => {
-                // A failure outranks a busy key: it is what the caller must hear.
-                if refused.as_ref().is_none_or(LockError::is_busy) {
-                    refused = Some(err);
+    let mut held: Vec<Option<LockGuard>> = keys.iter().map(|_| None).collect();
+    loop {
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| held[i].is_none()).collect();
+        let tries = join_all(
+            missing
+                .iter()
+                .map(|&i| terms.for_key(keys[i].clone(), Duration::ZERO).into_future()),
+        );
+        let mut first_busy = None;
+        for (i, answer) in missing.into_iter().zip(tries.await) {
+            match answer {
+                Ok(guard) => held[i] = Some(guard),
+                Err(err) if err.is_busy() => {
+                    first_busy.get_or_insert((i, err));
+                }
+                Err(err) => {
+                    give_back(held.into_iter().flatten()).await;
+                    return Err(err);
                 }
             }
         }
-    }
-    let Some(refused) = refused else {
-        return Ok(held);
-    };
-    give_back(held).await;
-    if !refused.is_busy() || terms.wait_for().is_zero() {
-        return Err(refused);
-    }
-    let mut held = Vec::with_capacity(keys.len());
-    for key in keys {
-        match terms.for_key(key.clone(), until(deadline)).await {
-            Ok(guard) => held.push(guard),
+        let Some((first, busy)) = first_busy else {
+            return Ok(held.into_iter().flatten().collect());
+        };
+        // Hold nothing above the key waited for.
+        give_back(held[first..].iter_mut().filter_map(Option::take)).await;
+        let wait = until(deadline);
+        if terms.wait_for().is_zero() || wait.is_zero() {
+            give_back(held.into_iter().flatten()).await;
+            return Err(busy);
+        }
+        match terms.for_key(keys[first].clone(), wait).await {
+            Ok(guard) => held[first] = Some(guard),
             Err(err) => {
-                give_back(held).await;
+                give_back(held.into_iter().flatten()).await;
                 return Err(err);
             }
         }
     }
-    Ok(held)
 }
 
 /// Why [`gather`] came back without its slots.
@@ -299,13 +315,16 @@ enum Gathering {
 
 /// Takes `need` of `slots`, or none.
 ///
-/// Unless every slot is needed, the slots are first tried one at a time from a rotating start
-/// (so that a caller never holds slots it does not keep, which would turn others away). If
-/// that is not enough and there is a wait, every slot not yet held is awaited at once: each
-/// request joins its slot's queue of waiters, so the earliest waiter is first in every queue,
-/// and the first `need` to come in are kept; the rest are dropped, which gives back what they
-/// took and leaves the queues.
+/// Unless every slot is needed, `need` slots from a rotating start are tried at once (for a
+/// lightly used primitive, one round trip); if some were busy, the others are read at once and
+/// those that look free are tried, never more than are still needed (so that a caller never
+/// holds slots it does not keep, which would turn others away). If that is not enough and the
+/// wait is not over, every slot not yet held is awaited at once: each request joins its slot's
+/// queue of waiters, so the earliest waiter is first in every queue, and the first `need` to
+/// come in are kept; the rest are dropped, which gives back what they took and leaves the
+/// queues.
 async fn gather(
+    client: &LockClient,
     terms: &LockRequest,
     slots: &[String],
     need: usize,
@@ -321,23 +340,54 @@ async fn gather(
     if need < slots.len() {
         static START: AtomicUsize = AtomicUsize::new(0);
         let start = START.fetch_add(1, Ordering::Relaxed);
-        for i in 0..slots.len() {
-            let slot = &slots[(start + i) % slots.len()];
-            match terms.for_key(slot.clone(), Duration::ZERO).await {
-                Ok(guard) => {
-                    held.push(guard);
-                    if held.len() == need {
-                        return Ok(held);
+        let order: Vec<&String> = (0..slots.len())
+            .map(|i| &slots[(start + i) % slots.len()])
+            .collect();
+        let mut candidates: Vec<&String> = order[..need].to_vec();
+        let mut looked = false;
+        loop {
+            while held.len() < need && !candidates.is_empty() {
+                let batch: Vec<&String> = candidates
+                    .drain(..(need - held.len()).min(candidates.len()))
+                    .collect();
+                let answers = join_all(
+                    batch
+                        .iter()
+                        .map(|slot| terms.for_key((*slot).clone(), Duration::ZERO).into_future()),
+                )
+                .await;
+                for answer in answers {
+                    match answer {
+                        Ok(guard) => held.push(guard),
+                        Err(err) if err.is_busy() => shortest(&err),
+                        Err(err) => {
+                            give_back(held).await;
+                            return Err(Gathering::Failed(err));
+                        }
                     }
                 }
-                Err(err) if err.is_busy() => shortest(&err),
-                Err(err) => {
-                    give_back(held).await;
-                    return Err(Gathering::Failed(err));
+            }
+            if held.len() == need {
+                return Ok(held);
+            }
+            if looked {
+                break;
+            }
+            looked = true;
+            let rest = &order[need..];
+            let seen = join_all(rest.iter().map(|slot| client.inspect(slot))).await;
+            for (slot, info) in rest.iter().zip(seen) {
+                match info {
+                    Ok(None) => candidates.push(slot),
+                    Ok(Some(_)) => {}
+                    Err(err) => {
+                        give_back(held).await;
+                        return Err(Gathering::Failed(err));
+                    }
                 }
             }
         }
-        if terms.wait_for().is_zero() {
+        if terms.wait_for().is_zero() || until(deadline).is_zero() {
             give_back(held).await;
             return Err(Gathering::Busy(retry_after));
         }
@@ -370,10 +420,17 @@ async fn gather(
     Err(failed.map_or(Gathering::Busy(retry_after), Gathering::Failed))
 }
 
-/// Releases a partly taken set, all at once; a lock already gone needs nothing more.
-async fn give_back(held: Vec<LockGuard>) {
-    join_all(held.into_iter().map(LockGuard::release_now)).await;
+/// Gives back a partly taken set, all at once: a refused request leaves nothing taken when it
+/// answers, as long as the server answers promptly. Waiting is bounded, so that a stalled
+/// server does not hold the answer past the wait by a command timeout per step; what has not
+/// landed by then is released by token in the background, as a dropped guard is.
+async fn give_back(held: impl IntoIterator<Item = LockGuard>) {
+    let releases = join_all(held.into_iter().map(LockGuard::release_now));
+    let _ = tokio::time::timeout(GIVE_BACK_BOUND, releases).await;
 }
+
+/// How long a refused request waits for its give-backs to land.
+const GIVE_BACK_BOUND: Duration = Duration::from_millis(100);
 
 /// Several locks held together: a semaphore's permits, a read or write hold of a
 /// [`RwLock`](crate::RwLock), the keys of [`LockClient::lock_all`](crate::LockClient::lock_all).
@@ -642,7 +699,7 @@ impl LockSetGuard {
 
 /// The holders of `keys`, read all at once.
 pub(crate) async fn inspect_all(
-    client: &crate::LockClient,
+    client: &LockClient,
     keys: &[String],
 ) -> Result<Vec<LockInfo>, LockError> {
     let read = join_all(keys.iter().map(|k| client.inspect(k))).await;

@@ -147,6 +147,6 @@ impl RwLock {
             .map(|i| format!("rwlock:{}:read:{i}", self.key))
             .collect();
         let plan = validate_key(&self.key).map(|()| plan(slots));
-        LockSetRequest::new(self.client.lock(self.key.clone()), self.key.clone(), plan)
+        LockSetRequest::new(&self.client, self.key.clone(), plan)
     }
 }

@@ -148,8 +148,7 @@ impl Semaphore {
     ///
     /// When awaited, `count` outside `1..=permits` is [`LockError::InvalidCount`].
     pub fn acquire_many(&self, count: usize) -> LockSetRequest {
-        let terms = self.client.lock(self.name.clone());
-        LockSetRequest::new(terms, self.name.clone(), self.plan(count))
+        LockSetRequest::new(&self.client, self.name.clone(), self.plan(count))
     }
 
     fn plan(&self, count: usize) -> Result<Plan, LockError> {
