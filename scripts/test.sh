@@ -40,3 +40,6 @@ done
 [ -n "$jobs_redis" ] || { echo "could not start a redis-server for the jobs example"; exit 1; }
 trap 'kill "$jobs_redis" 2>/dev/null || true' EXIT
 REDIS_URL="redis://127.0.0.1:$port" cargo run -q -p examples --example jobs
+# The primitives example on the same server: it asserts what it prints (permits never
+# exceeded, no reader beside a writer, no account in two transfers, no deadlock).
+REDIS_URL="redis://127.0.0.1:$port" cargo run -q -p examples --example primitives

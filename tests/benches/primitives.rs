@@ -9,7 +9,8 @@
 //!   (1 in 10) for 1 ms. distlock's `rw_lock` against one rslock lock for every round (what a
 //!   team without a read/write lock does). Reported: rounds/s, read and write wait p99, Jain.
 //!
-//! Environment: `BENCH_ROUNDS` (default 3, interleaved, medians), `BENCH_SECONDS` (per phase).
+//! Environment: `BENCH_ROUNDS` (default 3, interleaved, medians), `BENCH_SECONDS` (per phase),
+//! `BENCH_ONLY=semaphore|rwlock`.
 
 use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -138,6 +139,9 @@ async fn main() {
             ],
         ),
     ] {
+        if std::env::var("BENCH_ONLY").is_ok_and(|only| only != mode) {
+            continue;
+        }
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             let order = if round % 2 == 0 {
