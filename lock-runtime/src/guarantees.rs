@@ -13,6 +13,14 @@
 //! | Redlock, N independent primaries | [`LockClientBuilder::redlock`](crate::LockClientBuilder::redlock) | at most one holder per key as long as a majority of nodes is up and keeps its data | survives a minority of nodes down or frozen: a slow node costs an acquire or renewal at most `min(command timeout, lease / 10)`, and none at all once a majority has answered. A node votes only once its data is at least the quarantine (your longest lease) old, measured by the boot marker on its own clock — whatever the other nodes say, so nodes that restarted empty cannot vouch for each other. An empty node cannot tell "brand new" from "restarted", so a brand-new deployment grants no lock during its first quarantine ("quorum unavailable"). Safety still rests on bounded clock drift (also of each node's clock against the quarantine) and bounded pauses (below). Fencing tokens are the granting nodes' server clocks, so they only increase as long as those clocks agree to better than the time between two holders. |
 //! | in process | [`LockClient::memory`](crate::LockClient::memory) | exact, within one process | nothing outlives the process |
 //!
+//! The primitives made of several locks ([`Semaphore`](crate::Semaphore),
+//! [`RwLock`](crate::RwLock), [`lock_all`](crate::LockClient::lock_all)) promise exactly what
+//! their locks do, on each deployment: a permit or a read slot is one lock, a write hold or a
+//! set is several, and a [`LockSetGuard`](crate::LockSetGuard) believes it holds only while
+//! every one of its locks does. Where a row above lets two holders overlap (a restart that
+//! forgot the locks, a failover that lost them), a permit, a read/write hold or a set can
+//! overlap the same way, until its holder learns it at the next renewal.
+//!
 //! # The bound every holder keeps
 //!
 //! A guard believes it holds its lock from the moment the acquire returns until

@@ -93,6 +93,35 @@
 //! one it has seen. Failover after a crash or freeze takes up to one lease (the lease has to
 //! run out on the server); a resignation hands over at once. Details in [`LeaderRequest`].
 //!
+//! # Semaphores, read/write locks, several keys at once
+//!
+//! [`LockClient::semaphore`] (up to `permits` holders at once, [`Semaphore::acquire`] and
+//! [`Semaphore::acquire_many`]), [`LockClient::rw_lock`] (many readers or one writer,
+//! [`RwLock::read`] and [`RwLock::write`]) and [`LockClient::lock_all`] (every key or none) are
+//! requests like [`LockClient::lock`], giving a [`LockSetGuard`] with the same `lost()`,
+//! `release()` and `fencing_token()`. They are made of ordinary locks, so each has the lock's
+//! guarantees on every deployment, and sets of locks never deadlock (see [`LockSetRequest`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), distlock::LockError> {
+//! use std::time::Duration;
+//! let client = distlock::LockClient::memory();
+//!
+//! let exports = client.semaphore("exports", 4);
+//! let permit = exports.acquire().wait(Duration::from_secs(5)).await?;
+//!
+//! let catalog = client.rw_lock("catalog");
+//! let read = catalog.read().await?;
+//! let another = catalog.read().await?; // readers share
+//! assert!(catalog.write().await.unwrap_err().is_busy());
+//!
+//! let transfer = client.lock_all(["account:7", "account:3"]).await?;
+//! assert!(client.lock("account:3").await.unwrap_err().is_busy());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Deployments and features
 //!
 //! [`LockClient::connect`] talks to one Redis server; [`LockClient::builder`] also offers
