@@ -55,7 +55,9 @@ impl LockClient {
 /// which one lock cannot have two holders of), on every deployment and with the guarantees of
 /// a lock (see [`guarantees`](crate::guarantees)). Writers are not starved: a writer is
 /// queued on every slot it waits for, so each slot goes to it when its reader lets go, and
-/// readers that come later find the slots taken or promised and queue behind it. A write
+/// readers that come later find the slots taken or promised and queue behind it. (Redlock
+/// keeps no queues of waiters: there a waiting writer is woken by release notices but has no
+/// place in line, so a steady stream of readers can hold it off.) A write
 /// hold's fencing token is the write lock's, larger for every writer.
 ///
 /// A key follows the rules of a lock key, with room for the layout

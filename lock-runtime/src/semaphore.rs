@@ -54,7 +54,8 @@ impl LockClient {
 /// Taking one permit tries the permits one at a time, starting from a rotating one; if none
 /// is free and the request may wait, it waits on all of them at once (in each permit's queue)
 /// and keeps the first that comes to it. A waiter queued earlier is ahead in every queue, so
-/// permits go to waiters in the order they came. Taking several goes behind the lock
+/// permits go to waiters in the order they came (on Redlock, which keeps no queues of waiters,
+/// they are woken by release notices but not served in order). Taking several goes behind the lock
 /// `semaphore:<name>:gate`, so that two callers gathering several permits never wait for each
 /// other's (see [`LockSetRequest`](crate::LockSetRequest) for the rule that keeps sets deadlock-free).
 ///
