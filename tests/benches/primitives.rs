@@ -15,7 +15,7 @@
 use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use distlock_tests::{RedisServer, latency_histogram};
+use distlock_tests::{RedisServer, WorkerReport, latency_histogram};
 use hdrhistogram::Histogram;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,27 +59,17 @@ async fn run(mode: &str, lib: &str, server: &RedisServer, seconds: f64) -> Figur
     for worker in workers {
         let out = worker.wait_with_output().await.unwrap();
         assert!(out.status.success(), "primitives-worker failed");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut words = line.split(' ');
-            match words.next() {
-                Some("task") => {
-                    counts.push(words.next().unwrap().parse::<f64>().unwrap());
-                    held += words.next().unwrap().parse::<u128>().unwrap();
-                }
-                Some(which @ ("reads" | "writes")) => {
-                    let h = if which == "reads" {
-                        &mut reads
-                    } else {
-                        &mut writes
-                    };
-                    for w in words.filter(|w| !w.is_empty()) {
-                        h.record(w.parse().unwrap()).unwrap();
-                    }
-                }
-                Some("wall") => wall = wall.max(words.next().unwrap().parse().unwrap()),
-                _ => {}
+        let report = WorkerReport::parse(&String::from_utf8_lossy(&out.stdout));
+        for (rounds, task_held) in report.tasks {
+            counts.push(rounds);
+            held += task_held;
+        }
+        for (name, h) in [("reads", &mut reads), ("writes", &mut writes)] {
+            for &w in report.waits.get(name).into_iter().flatten() {
+                h.record(w).unwrap();
             }
         }
+        wall = wall.max(report.wall);
     }
     let sum: f64 = counts.iter().sum();
     let permits = if mode == "semaphore" { 4.0 } else { 1.0 };

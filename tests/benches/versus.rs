@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distlock::LockClient;
-use distlock_tests::{RedisServer, latency_histogram, run_rounds};
+use distlock_tests::{RedisServer, WorkerReport, latency_histogram, run_rounds};
 use hdrhistogram::Histogram;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -291,22 +291,15 @@ async fn w3(lib: Lib, server: &RedisServer, phase: Duration, f: &mut Figures) {
     for worker in workers {
         let out = worker.wait_with_output().await.unwrap();
         assert!(out.status.success(), "contend-worker failed");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut words = line.split(' ');
-            match words.next() {
-                Some("task") => {
-                    counts.push(words.next().unwrap().parse::<f64>().unwrap());
-                    held += words.next().unwrap().parse::<u128>().unwrap();
-                }
-                Some("waits") => {
-                    for w in words.filter(|w| !w.is_empty()) {
-                        waits.record(w.parse().unwrap()).unwrap();
-                    }
-                }
-                Some("wall") => wall = wall.max(words.next().unwrap().parse().unwrap()),
-                _ => {}
-            }
+        let report = WorkerReport::parse(&String::from_utf8_lossy(&out.stdout));
+        for (rounds, task_held) in report.tasks {
+            counts.push(rounds);
+            held += task_held;
         }
+        for &w in report.waits.get("waits").into_iter().flatten() {
+            waits.record(w).unwrap();
+        }
+        wall = wall.max(report.wall);
     }
     let sum: f64 = counts.iter().sum();
     f.w3_busy = held as f64 / wall as f64;

@@ -406,6 +406,60 @@ pub fn bench_phase() -> Duration {
     )
 }
 
+/// What one benchmark worker process (`contend-worker`, `primitives-worker`) printed: per
+/// task `task <rounds> <held-ns>`, lists of waits `<name> <ns> <ns> ...`, and `wall <ns>`.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    /// Per task: rounds completed and time held, in ns.
+    pub tasks: Vec<(f64, u128)>,
+    /// Each list of waits by its name (`waits`, `reads`, `writes`), in ns.
+    pub waits: std::collections::HashMap<String, Vec<u64>>,
+    /// The worker's wall time, in ns.
+    pub wall: u128,
+}
+
+impl WorkerReport {
+    /// Reads a worker's standard output.
+    ///
+    /// # Panics
+    ///
+    /// On a line that does not parse: the worker and the bench disagree.
+    pub fn parse(stdout: &str) -> Self {
+        let mut report = Self::default();
+        for line in stdout.lines() {
+            let mut words = line.split(' ').filter(|w| !w.is_empty());
+            match words.next() {
+                Some("task") => {
+                    let rounds = words.next().unwrap().parse().unwrap();
+                    let held = words.next().unwrap().parse().unwrap();
+                    report.tasks.push((rounds, held));
+                }
+                Some("wall") => report.wall = words.next().unwrap().parse().unwrap(),
+                Some(name) => {
+                    let waits = report.waits.entry(name.to_owned()).or_default();
+                    waits.extend(words.map(|w| w.parse::<u64>().unwrap()));
+                }
+                None => {}
+            }
+        }
+        report
+    }
+}
+
+/// Sleeps until `start_unix_ms` on the system clock: how benchmark worker processes start
+/// together.
+///
+/// # Panics
+///
+/// When the system clock is before 1970.
+pub async fn sleep_until_unix_ms(start_unix_ms: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(start_unix_ms.saturating_sub(now))).await;
+}
+
 /// A latency histogram from 1 ns to 60 s, 3 significant digits.
 ///
 /// # Panics

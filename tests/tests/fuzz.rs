@@ -23,6 +23,7 @@ use std::time::Duration;
 use distlock_tests::fuzz::checker::{CheckConfig, check, excerpt};
 use distlock_tests::fuzz::deploy::Kind;
 use distlock_tests::fuzz::history::{Event, read_history};
+use distlock_tests::fuzz::rng::seeds_from_env;
 use distlock_tests::fuzz::run::{RunConfig, run_one};
 
 /// The runs share two cores with everything else: one at a time.
@@ -40,14 +41,7 @@ fn fuzz(kind: Kind, ci_seeds: &[u64]) {
         return;
     }
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let seeds: Vec<u64> = match (env_u64("FUZZ_SEED"), env_u64("FUZZ_SEEDS")) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(n)) => {
-            let base = distlock_tests::fuzz::history::now_us() % 1_000_000;
-            (0..n).map(|i| base + i).collect()
-        }
-        (None, None) => ci_seeds.to_vec(),
-    };
+    let seeds = seeds_from_env("FUZZ_SEED", "FUZZ_SEEDS", ci_seeds);
     let run = Duration::from_secs(env_u64("FUZZ_SECONDS").unwrap_or(15));
     let mut failed = Vec::new();
     for seed in seeds {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use distlock::{LockClient, LockError, LockSetGuard};
 use distlock_tests::fuzz::deploy::{Deployment, Kind, QUARANTINE};
-use distlock_tests::fuzz::rng::Rng;
+use distlock_tests::fuzz::rng::{Rng, seeds_from_env};
 use tokio::time::Instant;
 
 const PERMITS: usize = 3;
@@ -447,17 +447,7 @@ fn fuzz(kind: Kind, ci_seeds: &[u64]) {
         );
         return;
     }
-    let seeds: Vec<u64> = match (
-        env_u64("PRIMITIVES_FUZZ_SEED"),
-        env_u64("PRIMITIVES_FUZZ_SEEDS"),
-    ) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(n)) => {
-            let base = distlock_tests::fuzz::history::now_us() % 1_000_000;
-            (0..n).map(|i| base + i).collect()
-        }
-        (None, None) => ci_seeds.to_vec(),
-    };
+    let seeds = seeds_from_env("PRIMITIVES_FUZZ_SEED", "PRIMITIVES_FUZZ_SEEDS", ci_seeds);
     let seconds = Duration::from_secs(env_u64("PRIMITIVES_FUZZ_SECONDS").unwrap_or(6));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

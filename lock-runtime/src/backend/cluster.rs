@@ -201,10 +201,6 @@ impl Deployment for ClusterBackend {
         "cluster"
     }
 
-    fn max_ttl(&self) -> Option<Duration> {
-        None
-    }
-
     async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let reply = acquire_on(&mut self.conn.clone(), args, None).await?;
         let attempt = parse_attempt(&reply, args.user_key)?;

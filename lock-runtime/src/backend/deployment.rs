@@ -28,8 +28,10 @@ pub(crate) trait Deployment {
 
     /// The longest lease this deployment can keep safely, if it has a limit: on Redlock the
     /// quarantine (a node restarted empty votes again after it, so a longer lease could be
-    /// granted twice).
-    fn max_ttl(&self) -> Option<Duration>;
+    /// granted twice). None by default.
+    fn max_ttl(&self) -> Option<Duration> {
+        None
+    }
 
     /// One acquire attempt: acquired with a fence larger than every earlier one for the key,
     /// or busy. A waiting caller (`args.waiter`) joins the key's queue of waiting clients.

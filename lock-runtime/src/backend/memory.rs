@@ -6,8 +6,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use std::time::Duration;
-
 use super::deployment::{
     AcquireArgs, Attempt, Deployment, ListCursor, ListState, RESERVATION, Release, Renewal, Wakeups,
 };
@@ -213,10 +211,6 @@ impl MemoryBackend {
 impl Deployment for MemoryBackend {
     fn kind(&self) -> &'static str {
         "memory"
-    }
-
-    fn max_ttl(&self) -> Option<Duration> {
-        None
     }
 
     async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {

@@ -293,10 +293,6 @@ impl Deployment for RedisBackend {
         "redis"
     }
 
-    fn max_ttl(&self) -> Option<Duration> {
-        None
-    }
-
     async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let answer = self
             .coalescer

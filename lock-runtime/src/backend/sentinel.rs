@@ -130,10 +130,6 @@ impl Deployment for SentinelBackend {
         "sentinel"
     }
 
-    fn max_ttl(&self) -> Option<Duration> {
-        None
-    }
-
     async fn acquire(&self, args: &AcquireArgs<'_>) -> Result<Attempt, LockError> {
         let (key, token) = (args.key, args.token);
         self.on_primary(|node| async move {

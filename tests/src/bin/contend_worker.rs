@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(Clone)]
 enum Locker {
@@ -74,11 +74,7 @@ async fn main() {
         .round(&format!("{key}:warm:{}", std::process::id()))
         .await;
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(start.saturating_sub(now))).await;
+    distlock_tests::sleep_until_unix_ms(start).await;
     let started = Instant::now();
     if let ("probe", Locker::Distlock(client)) = (lib.as_str(), &locker) {
         let mut pairs = Vec::new();

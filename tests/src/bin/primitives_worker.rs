@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const PERMITS: usize = 4;
 const SECTION: Duration = Duration::from_millis(1);
@@ -101,11 +101,7 @@ async fn main() {
     let own = format!("{name}:warm:{}", std::process::id());
     let _ = locker.round(mode, &own, false).await;
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(start.saturating_sub(now))).await;
+    distlock_tests::sleep_until_unix_ms(start).await;
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..tasks)

@@ -79,6 +79,21 @@ impl Rng {
     }
 }
 
+/// The seeds a randomized test runs: `<seed_var>=<n>` replays that one, `<seeds_var>=<n>` runs
+/// `n` fresh ones (from the clock, so each run differs; they are printed by the caller), else
+/// the fixed `ci` seeds.
+pub fn seeds_from_env(seed_var: &str, seeds_var: &str, ci: &[u64]) -> Vec<u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    match (var(seed_var), var(seeds_var)) {
+        (Some(seed), _) => vec![seed],
+        (None, Some(n)) => {
+            let base = crate::fuzz::history::now_us() % 1_000_000;
+            (0..n).map(|i| base + i).collect()
+        }
+        (None, None) => ci.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Rng;
