@@ -12,10 +12,7 @@
 //! Environment: `BENCH_ROUNDS` (default 3, interleaved, medians), `BENCH_SECONDS` (per phase),
 //! `BENCH_ONLY=semaphore|rwlock`.
 
-use std::process::Stdio;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use distlock_tests::{RedisServer, WorkerReport, latency_histogram};
+use distlock_tests::{RedisServer, WorkerReport, latency_histogram, spawn_bench_workers};
 use hdrhistogram::Histogram;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,29 +26,13 @@ struct Figures {
 }
 
 async fn run(mode: &str, lib: &str, server: &RedisServer, seconds: f64) -> Figures {
-    let start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 1500;
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_primitives-worker"))
-                .args([
-                    mode,
-                    lib,
-                    &server.url(),
-                    &format!("bench-{mode}"),
-                    "4",
-                    &start.to_string(),
-                    &seconds.to_string(),
-                ])
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("primitives-worker")
-        })
-        .collect();
+    let name = format!("bench-{mode}");
+    let seconds = seconds.to_string();
+    let workers = spawn_bench_workers(
+        env!("CARGO_BIN_EXE_primitives-worker"),
+        4,
+        &[mode, lib, &server.url(), &name, "4", "{start}", &seconds],
+    );
     let mut counts = Vec::new();
     let (mut held, mut wall) = (0u128, 0u128);
     let mut reads: Histogram<u64> = latency_histogram();

@@ -14,11 +14,12 @@
 //! (0.10, one server) takes locks with `SET NX PX`, releases with a compare-and-delete
 //! script, and waits by retrying.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use distlock::LockClient;
-use distlock_tests::{RedisServer, WorkerReport, latency_histogram, run_rounds};
+use distlock_tests::{
+    RedisServer, WorkerReport, latency_histogram, run_rounds, spawn_bench_workers,
+};
 use hdrhistogram::Histogram;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -262,28 +263,12 @@ where
 
 /// 4 worker processes × 4 tasks on one key, 1 ms critical section.
 async fn w3(lib: Lib, server: &RedisServer, phase: Duration, f: &mut Figures) {
-    let start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 1500;
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_contend-worker"))
-                .args([
-                    lib.name(),
-                    &server.url(),
-                    "w3",
-                    "4",
-                    &start.to_string(),
-                    &phase.as_secs_f64().to_string(),
-                ])
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("contend-worker")
-        })
-        .collect();
+    let seconds = phase.as_secs_f64().to_string();
+    let workers = spawn_bench_workers(
+        env!("CARGO_BIN_EXE_contend-worker"),
+        4,
+        &[lib.name(), &server.url(), "w3", "4", "{start}", &seconds],
+    );
     let mut counts = Vec::new();
     let mut held = 0u128;
     let mut wall = 0u128;

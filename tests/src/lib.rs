@@ -446,6 +446,39 @@ impl WorkerReport {
     }
 }
 
+/// Starts `count` benchmark worker processes of `binary` with `args` (in which `{start}` is
+/// replaced by a start time 1.5 s from now, in Unix ms, so that they begin together once
+/// connected), their standard output piped for [`WorkerReport::parse`].
+///
+/// # Panics
+///
+/// When a process cannot be started.
+pub fn spawn_bench_workers(
+    binary: &str,
+    count: usize,
+    args: &[&str],
+) -> Vec<tokio::process::Child> {
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 1500;
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{start}", &start.to_string()))
+        .collect();
+    (0..count)
+        .map(|_| {
+            tokio::process::Command::new(binary)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{binary}: {e}"))
+        })
+        .collect()
+}
+
 /// Sleeps until `start_unix_ms` on the system clock: how benchmark worker processes start
 /// together.
 ///
