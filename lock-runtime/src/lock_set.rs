@@ -223,7 +223,7 @@ impl LockSetRequest {
                         fence = Some(gate.fencing_token());
                         guards.push(gate);
                     } else {
-                        // Only a deadlock guard, given back in the background.
+                        // Only a deadlock guard: given back now, as a refused set is.
                         give_back([gate]).await;
                     }
                 }
