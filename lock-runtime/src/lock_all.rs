@@ -43,9 +43,10 @@ impl LockClient {
     /// ```
     ///
     /// When awaited: no keys, or more than [`MAX_KEYS`], is [`LockError::InvalidCount`]; a
-    /// bad key, or one under `semaphore:` or `rwlock:` (the locks of
-    /// [`Semaphore`](crate::Semaphore) and [`RwLock`](crate::RwLock), which only they take), is
-    /// [`LockError::InvalidKey`].
+    /// bad key, or one with `semaphore:` or `rwlock:` anywhere in it, the client's prefix
+    /// included (it may be one of the locks [`Semaphore`](crate::Semaphore) and
+    /// [`RwLock`](crate::RwLock) are made of, under some client's prefix, which only they
+    /// take), is [`LockError::InvalidKey`].
     pub fn lock_all<I>(&self, keys: I) -> LockSetRequest
     where
         I: IntoIterator,
@@ -55,12 +56,12 @@ impl LockClient {
         keys.sort_unstable();
         keys.dedup();
         let name = keys.join("+");
-        let plan = check(&keys).map(|()| Plan::All { keys });
+        let plan = check(self, &keys).map(|()| Plan::All { keys });
         LockSetRequest::new(self, name, plan)
     }
 }
 
-fn check(keys: &[String]) -> Result<(), LockError> {
+fn check(client: &LockClient, keys: &[String]) -> Result<(), LockError> {
     if !(1..=MAX_KEYS).contains(&keys.len()) {
         return Err(LockError::InvalidCount {
             what: "keys",
@@ -70,18 +71,22 @@ fn check(keys: &[String]) -> Result<(), LockError> {
     }
     keys.iter().try_for_each(|k| {
         validate_key(k)?;
-        if RESERVED.iter().any(|prefix| k.starts_with(prefix)) {
+        // On the full key: a client with another prefix names the same Redis keys with
+        // another key (prefix `app:` and key `x:semaphore:s:0` is prefix `app:x:`'s permit).
+        let full = client.full_key(k);
+        if RESERVED.iter().any(|part| full.contains(part)) {
             return Err(LockError::InvalidKey {
                 key: k.chars().take(64).collect(),
-                reason: "keys under `semaphore:` and `rwlock:` are the locks semaphores and \
-                         read/write locks are made of; a set taking some of them could wait \
-                         on a gatherer waiting on it",
+                reason: "a key with `semaphore:` or `rwlock:` in it (prefix included) may be \
+                         one of the locks semaphores and read/write locks are made of; a set \
+                         taking some of them could wait on a gatherer waiting on it",
             });
         }
         Ok(())
     })
 }
 
-/// Where the primitives' own locks are: only their own requests take those, so that every
-/// caller that waits while holding some of them waits behind their gate.
+/// What the primitives' own locks have in their keys, under any client's prefix: only their
+/// own requests take those, so that every caller that waits while holding some of them waits
+/// behind their gate.
 const RESERVED: [&str; 2] = ["semaphore:", "rwlock:"];

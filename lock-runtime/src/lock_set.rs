@@ -316,11 +316,12 @@ enum Gathering {
 /// Takes `need` of `slots`, or none.
 ///
 /// Unless every slot is needed, `need` slots from a rotating start are tried at once (for a
-/// lightly used primitive, one round trip). If some were busy and the request does not wait,
-/// the others are read at once and those that look free are tried, never more than are still
-/// needed (so that a one-try caller never holds slots it does not keep, which would turn
-/// others away). If that is not enough and the wait is not over, every slot not yet held is
-/// awaited at once (extras that come in together are given back at once): each request joins its slot's
+/// lightly used primitive, one round trip). If some were busy, the others are read at once and
+/// those that look free are tried, never more than are still needed: a caller takes only
+/// slots it keeps and waits only when none looks free, so it neither turns others away with
+/// slots it gives back nor has slots reserved for it that it does not need. If that is not
+/// enough and the wait is not over, every slot not yet held is awaited at once (extras that
+/// come in together are given back at once): each request joins its slot's
 /// queue of waiters, so the earliest waiter is first in every queue, and the first `need` to
 /// come in are kept; the rest are dropped, which gives back what they took and leaves the
 /// queues.
@@ -371,9 +372,7 @@ async fn gather(
             if held.len() == need {
                 return Ok(held);
             }
-            // A request that will wait tries every slot in its queued waits below anyway;
-            // one that will not reads which of the others look free, once.
-            if looked || !terms.wait_for().is_zero() {
+            if looked {
                 break;
             }
             looked = true;

@@ -518,9 +518,20 @@ async fn lock_all_refuses_the_primitives_own_locks() {
             "{keys:?}: {err:?}"
         );
     }
-    // The same names one level down are ordinary keys.
+    // Anywhere in the key: under another client's prefix, `x:semaphore:s:0` is a permit
+    // (attack7 found that alias). Keys that merely look alike are ordinary.
+    for key in ["jobs:semaphore:1", "x:rwlock:2"] {
+        let err = client
+            .lock_all([key])
+            .await
+            .expect_err("an alias of a permit or slot");
+        assert!(
+            matches!(err, LockError::InvalidKey { .. }),
+            "{key}: {err:?}"
+        );
+    }
     let set = client
-        .lock_all(["jobs:semaphore:1", "x:rwlock:2"])
+        .lock_all(["semaphores", "rwlock-7"])
         .await
         .expect("ordinary keys");
     set.release().await.expect("release");
