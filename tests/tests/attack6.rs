@@ -602,6 +602,65 @@ async fn overlapping_gatherers_never_time_out() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// `b` holds part of what `a`'s request of kind `kind` (0: `acquire_many(3)` of 4 permits,
+/// 1: a write beside a reader, 2: `lock_all` of four keys, one held, else: one of 2 permits,
+/// both held) needs, with names under `tag`; also every key the request may take.
+async fn blocked_request(
+    a: &LockClient,
+    b: &LockClient,
+    tag: &str,
+    kind: usize,
+) -> (LockSetGuard, LockSetRequest, Vec<String>) {
+    let hold = Duration::from_secs(20);
+    let (sem, rw, one) = (
+        format!("{tag}-sem"),
+        format!("{tag}-rw"),
+        format!("{tag}-one"),
+    );
+    let permits = |name: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("semaphore:{name}:{i}"))
+            .chain([format!("semaphore:{name}:gate")])
+            .collect()
+    };
+    match kind {
+        0 => (
+            b.semaphore(&sem, 4)
+                .acquire_many(2)
+                .ttl(hold)
+                .await
+                .unwrap(),
+            a.semaphore(&sem, 4).acquire_many(3),
+            permits(&sem, 4),
+        ),
+        1 => (
+            b.rw_lock(&rw).read().ttl(hold).await.unwrap(),
+            a.rw_lock(&rw).write(),
+            (0..distlock::MAX_READERS)
+                .map(|i| format!("rwlock:{rw}:read:{i}"))
+                .chain([format!("rwlock:{rw}:write")])
+                .collect(),
+        ),
+        2 => {
+            let keys: Vec<String> = (1..=4).map(|i| format!("{tag}:{i}")).collect();
+            (
+                b.lock_all([keys[2].clone()]).ttl(hold).await.unwrap(),
+                a.lock_all(keys.clone()),
+                keys,
+            )
+        }
+        _ => (
+            b.semaphore(&one, 2)
+                .acquire_many(2)
+                .ttl(hold)
+                .await
+                .unwrap(),
+            a.semaphore(&one, 2).acquire(),
+            permits(&one, 2),
+        ),
+    }
+}
+
 /// Requests dropped mid-wait (at random moments) leave nothing taken once their background
 /// give-backs land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,53 +674,7 @@ async fn cancelled_requests_leave_nothing_taken() {
         for round in 0..24 {
             // b holds some, a asks for more than is free and is cancelled mid-wait; b then
             // lets go at a random moment around the cancel.
-            let (blocker, req, keys): (LockSetGuard, LockSetRequest, Vec<String>) = match round % 4
-            {
-                0 => (
-                    b.semaphore("cx-sem", 4)
-                        .acquire_many(2)
-                        .ttl(Duration::from_secs(20))
-                        .await
-                        .unwrap(),
-                    a.semaphore("cx-sem", 4).acquire_many(3),
-                    (0..4)
-                        .map(|i| format!("semaphore:cx-sem:{i}"))
-                        .chain(["semaphore:cx-sem:gate".to_owned()])
-                        .collect(),
-                ),
-                1 => (
-                    b.rw_lock("cx-rw")
-                        .read()
-                        .ttl(Duration::from_secs(20))
-                        .await
-                        .unwrap(),
-                    a.rw_lock("cx-rw").write(),
-                    (0..distlock::MAX_READERS)
-                        .map(|i| format!("rwlock:cx-rw:read:{i}"))
-                        .chain(["rwlock:cx-rw:write".to_owned()])
-                        .collect(),
-                ),
-                2 => (
-                    b.lock_all(["cx:3"])
-                        .ttl(Duration::from_secs(20))
-                        .await
-                        .unwrap(),
-                    a.lock_all(["cx:1", "cx:2", "cx:3", "cx:4"]),
-                    (1..=4).map(|i| format!("cx:{i}")).collect(),
-                ),
-                _ => (
-                    b.semaphore("cx-one", 2)
-                        .acquire_many(2)
-                        .ttl(Duration::from_secs(20))
-                        .await
-                        .unwrap(),
-                    a.semaphore("cx-one", 2).acquire(),
-                    (0..2)
-                        .map(|i| format!("semaphore:cx-one:{i}"))
-                        .chain(["semaphore:cx-one:gate".to_owned()])
-                        .collect(),
-                ),
-            };
+            let (blocker, req, keys) = blocked_request(&a, &b, "cx", round % 4).await;
             let cancel_at = rng.millis(1, 60);
             let release_at = rng.millis(0, 80);
             let req = req
@@ -694,40 +707,7 @@ async fn failed_requests_leave_nothing_taken() {
     let b = deployment.target(1).client(CMD_TIMEOUT).await;
     let mut leftovers = Vec::new();
     for round in 0..3 {
-        let (blocker, req, keys): (LockSetGuard, LockSetRequest, Vec<String>) = match round {
-            0 => (
-                b.semaphore("fx-sem", 4)
-                    .acquire_many(2)
-                    .ttl(Duration::from_secs(20))
-                    .await
-                    .unwrap(),
-                a.semaphore("fx-sem", 4).acquire_many(3),
-                (0..4)
-                    .map(|i| format!("semaphore:fx-sem:{i}"))
-                    .chain(["semaphore:fx-sem:gate".to_owned()])
-                    .collect(),
-            ),
-            1 => (
-                b.rw_lock("fx-rw")
-                    .read()
-                    .ttl(Duration::from_secs(20))
-                    .await
-                    .unwrap(),
-                a.rw_lock("fx-rw").write(),
-                (0..distlock::MAX_READERS)
-                    .map(|i| format!("rwlock:fx-rw:read:{i}"))
-                    .chain(["rwlock:fx-rw:write".to_owned()])
-                    .collect(),
-            ),
-            _ => (
-                b.lock_all(["fx:3"])
-                    .ttl(Duration::from_secs(20))
-                    .await
-                    .unwrap(),
-                a.lock_all(["fx:1", "fx:2", "fx:3", "fx:4"]),
-                (1..=4).map(|i| format!("fx:{i}")).collect(),
-            ),
-        };
+        let (blocker, req, keys) = blocked_request(&a, &b, "fx", round).await;
         let mine: Vec<String> = keys
             .iter()
             .filter(|k| !blocker.fencing_tokens().any(|(bk, _)| bk == k.as_str()))
