@@ -711,3 +711,60 @@ pub(crate) async fn inspect_all(
     }
     Ok(holders)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn guards_and_requests_are_send_and_sync() {
+        assert_send_sync::<LockSetGuard>();
+        assert_send_sync::<LockSetRequest>();
+        assert_send_sync::<crate::Semaphore>();
+        assert_send_sync::<crate::RwLock>();
+    }
+
+    #[tokio::test]
+    async fn futures_are_send() {
+        let client = LockClient::memory();
+        assert_send(&client.semaphore("s", 2).acquire().into_future());
+        assert_send(&client.rw_lock("r").write().into_future());
+        assert_send(&client.lock_all(["a", "b"]).into_future());
+        assert_send(&client.semaphore("s", 2).holders());
+        let set = client.lock_all(["a", "b"]).await.expect("free");
+        assert_send(&set.lost());
+        assert_send(&set.extend(Duration::from_secs(1)));
+        assert_send(&set.release());
+    }
+
+    #[tokio::test]
+    async fn a_refused_set_leaves_nothing_and_names_the_busy_key() {
+        let client = LockClient::memory();
+        let held = client.lock("b").await.expect("free");
+        let err = client
+            .lock_all(["a", "b", "c"])
+            .await
+            .expect_err("b is held");
+        assert!(
+            matches!(&err, LockError::Busy { key, .. } if key == "b"),
+            "{err:?}"
+        );
+        for key in ["a", "c"] {
+            assert!(
+                client.inspect(key).await.expect("inspect").is_none(),
+                "{key}"
+            );
+        }
+        drop(held);
+        let set = client.lock_all(["c", "a", "b"]).await.expect("all free");
+        assert_eq!(set.name(), "a+b+c");
+        assert_eq!(set.fencing_tokens().count(), 3);
+        assert_eq!(
+            set.fencing_token(),
+            set.fencing_tokens().map(|(_, f)| f).max().unwrap()
+        );
+    }
+}
