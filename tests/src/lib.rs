@@ -406,6 +406,129 @@ pub fn bench_phase() -> Duration {
     )
 }
 
+/// A thread that flushes `server`'s script cache every 3 ms, and kills its other clients'
+/// connections every tenth time, until `stop`; it answers how many flushes it made.
+///
+/// # Panics
+///
+/// When no connection to the server can be made.
+pub fn flush_and_kill_storm(
+    server: std::sync::Arc<RedisServer>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut conn = server.conn();
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _: redis::RedisResult<()> = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn);
+            if n % 10 == 9 {
+                let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .query(&mut conn);
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        n
+    })
+}
+
+/// Who is inside the critical section of each of the keys `storm:0..n`, as tasks that take
+/// them see it, and what broke: two tasks inside one at once, or a fence not larger than the
+/// one before it. Shared by the attack tests' lock storms.
+#[derive(Debug)]
+pub struct StormLedger {
+    inside: Vec<std::sync::atomic::AtomicUsize>,
+    fences: Vec<std::sync::Mutex<u64>>,
+    violations: std::sync::Mutex<Vec<String>>,
+}
+
+impl StormLedger {
+    /// A ledger of `keys` keys, nobody inside.
+    pub fn new(keys: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            inside: (0..keys).map(|_| Default::default()).collect(),
+            fences: (0..keys).map(|_| Default::default()).collect(),
+            violations: Default::default(),
+        })
+    }
+
+    /// Records a violation found by the caller.
+    ///
+    /// # Panics
+    ///
+    /// When the ledger's lock is poisoned (a task panicked while holding it).
+    pub fn violation(&self, what: String) {
+        self.violations.lock().unwrap().push(what);
+    }
+
+    /// Everything recorded so far.
+    ///
+    /// # Panics
+    ///
+    /// As [`violation`](Self::violation).
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap().clone()
+    }
+
+    /// One round on `storm:<k>`: take it (waiting 300 ms; abandoned after `abandon_after` when
+    /// set), step inside (checking nobody else is, and that the fence grew), step out, and let
+    /// go by `release()` or by a drop.
+    ///
+    /// # Panics
+    ///
+    /// As [`violation`](Self::violation).
+    pub async fn round(
+        &self,
+        client: &distlock::LockClient,
+        k: usize,
+        abandon_after: Option<Duration>,
+        release: bool,
+    ) {
+        use std::future::IntoFuture;
+        use std::sync::atomic::Ordering;
+        let request = client
+            .lock(format!("storm:{k}"))
+            .ttl(Duration::from_secs(20))
+            .wait(Duration::from_millis(300));
+        let guard = match abandon_after {
+            Some(cut) => match tokio::time::timeout(cut, request.into_future()).await {
+                Ok(Ok(g)) => g,
+                _ => return,
+            },
+            None => match request.await {
+                Ok(g) => g,
+                Err(_) => return,
+            },
+        };
+        if self.inside[k].fetch_add(1, Ordering::SeqCst) != 0 {
+            self.violation(format!("two inside storm:{k}"));
+        }
+        {
+            let mut seen = self.fences[k].lock().unwrap();
+            if guard.fencing_token() <= *seen {
+                self.violation(format!(
+                    "storm:{k}: fence {} after {}",
+                    guard.fencing_token(),
+                    *seen
+                ));
+            }
+            *seen = guard.fencing_token();
+        }
+        tokio::task::yield_now().await;
+        self.inside[k].fetch_sub(1, Ordering::SeqCst);
+        if release {
+            let _ = guard.release().await;
+        } else {
+            drop(guard);
+        }
+    }
+}
+
 /// What one benchmark worker process (`contend-worker`, `primitives-worker`) printed: per
 /// task `task <rounds> <held-ns>`, lists of waits `<name> <ns> <ns> ...`, and `wall <ns>`.
 #[derive(Debug, Default)]

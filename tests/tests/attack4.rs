@@ -4,12 +4,12 @@
 //! test asserts a promise of the public contract against real redis-server processes.
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlock::{LockClient, LockError, LockGuard};
-use distlock_tests::{RedisServer, TcpProxy};
+use distlock_tests::{RedisServer, StormLedger, TcpProxy, flush_and_kill_storm};
 use futures_util::future::join_all;
 
 const MS: Duration = Duration::from_millis(1);
@@ -266,81 +266,21 @@ async fn script_flush_and_client_kill_storms_keep_exclusion_and_leave_no_lock() 
         client_with(server.url(), Duration::from_secs(1)).await,
     ];
     let stop = Arc::new(AtomicBool::new(false));
-    let storm = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut conn = server.conn();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _: redis::RedisResult<()> = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn);
-                if n % 10 == 9 {
-                    let _: redis::RedisResult<()> = redis::cmd("CLIENT")
-                        .arg("KILL")
-                        .arg("TYPE")
-                        .arg("normal")
-                        .arg("SKIPME")
-                        .arg("yes")
-                        .query(&mut conn);
-                }
-                n += 1;
-                std::thread::sleep(3 * MS);
-            }
-            n
-        })
-    };
-    let inside: Arc<Vec<AtomicUsize>> = Arc::new((0..8).map(|_| AtomicUsize::new(0)).collect());
-    let fences: Arc<Vec<Mutex<u64>>> = Arc::new((0..8).map(|_| Mutex::new(0)).collect());
-    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let storm = flush_and_kill_storm(server.clone(), stop.clone());
+    let ledger = StormLedger::new(8);
     let until = Instant::now() + Duration::from_millis(2500);
     let tasks: Vec<_> = (0..24)
         .map(|t| {
             let client = clients[t % 2].clone();
-            let (inside, fences, violations) = (inside.clone(), fences.clone(), violations.clone());
+            let ledger = ledger.clone();
             tokio::spawn(async move {
                 let mut rng = Lcg(t as u64 + 1);
                 while Instant::now() < until {
                     let k = rng.next(8) as usize;
-                    let request = client
-                        .lock(format!("storm:{k}"))
-                        .ttl(Duration::from_secs(20))
-                        .wait(300 * MS);
                     // A third of the attempts are abandoned after 0..10 ms.
-                    let guard = if rng.next(3) == 0 {
-                        let cut = Duration::from_millis(rng.next(10));
-                        match tokio::time::timeout(cut, request.into_future()).await {
-                            Ok(Ok(g)) => g,
-                            _ => continue,
-                        }
-                    } else {
-                        match request.await {
-                            Ok(g) => g,
-                            Err(_) => continue,
-                        }
-                    };
-                    if inside[k].fetch_add(1, Ordering::SeqCst) != 0 {
-                        violations
-                            .lock()
-                            .unwrap()
-                            .push(format!("two inside storm:{k}"));
-                    }
-                    {
-                        let mut seen = fences[k].lock().unwrap();
-                        if guard.fencing_token() <= *seen {
-                            violations.lock().unwrap().push(format!(
-                                "storm:{k}: fence {} after {}",
-                                guard.fencing_token(),
-                                *seen
-                            ));
-                        }
-                        *seen = guard.fencing_token();
-                    }
-                    tokio::task::yield_now().await;
-                    inside[k].fetch_sub(1, Ordering::SeqCst);
-                    if rng.next(2) == 0 {
-                        let _ = guard.release().await;
-                    } else {
-                        drop(guard);
-                    }
+                    let abandon = (rng.next(3) == 0).then(|| Duration::from_millis(rng.next(10)));
+                    let release = rng.next(2) == 0;
+                    ledger.round(&client, k, abandon, release).await;
                 }
             })
         })
@@ -351,7 +291,7 @@ async fn script_flush_and_client_kill_storms_keep_exclusion_and_leave_no_lock() 
     stop.store(true, Ordering::Relaxed);
     let storms = storm.join().unwrap();
     assert!(storms > 100, "the storm barely ran ({storms} flushes)");
-    let violations = violations.lock().unwrap().clone();
+    let violations = ledger.violations();
     assert!(violations.is_empty(), "{violations:#?}");
     let observer = client(server.url()).await;
     let keys: Vec<String> = (0..8).map(|k| format!("storm:{k}")).collect();

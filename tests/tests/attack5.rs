@@ -8,12 +8,12 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlock::{LockClient, LockError, LockGuard};
-use distlock_tests::{RedisServer, TcpProxy};
+use distlock_tests::{RedisServer, StormLedger, TcpProxy, flush_and_kill_storm};
 use futures_util::future::join_all;
 
 const MS: Duration = Duration::from_millis(1);
@@ -558,6 +558,19 @@ async fn out_of_memory_fails_each_call_in_bound_keeps_held_leases_and_recovers()
     }
 }
 
+/// Eight locks `<prefix>:0..8` with 3 s leases, taken at once.
+async fn take_eight(a: &LockClient, prefix: &str) -> Vec<LockGuard> {
+    join_all((0..8).map(|i| {
+        a.lock(format!("{prefix}:{i}"))
+            .ttl(Duration::from_secs(3))
+            .into_future()
+    }))
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect()
+}
+
 /// `CLIENT PAUSE WRITE`: the server holds every script call (they may write) until it is
 /// lifted. Acquires and releases sent meanwhile each answer an error within the command
 /// timeout; held leases (3 s) are kept through it; once it is lifted the held-back calls run,
@@ -568,24 +581,8 @@ async fn client_pause_write_bounds_every_call_keeps_leases_and_leaves_no_lock() 
     let server = RedisServer::start();
     let timeout = 500 * MS;
     let a = client_with(server.url(), timeout).await;
-    let kept: Vec<LockGuard> = join_all((0..8).map(|i| {
-        a.lock(format!("pause:kept:{i}"))
-            .ttl(Duration::from_secs(3))
-            .into_future()
-    }))
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
-    let to_release: Vec<LockGuard> = join_all((0..8).map(|i| {
-        a.lock(format!("pause:rel:{i}"))
-            .ttl(Duration::from_secs(3))
-            .into_future()
-    }))
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    let kept = take_eight(&a, "pause:kept").await;
+    let to_release = take_eight(&a, "pause:rel").await;
     server.cmd::<()>(&["CLIENT", "PAUSE", "10000", "WRITE"]);
     let answers = acquires_and_releases(&a, "pause", 48, to_release).await;
     // A second wave, sent while the first wave's calls are still held back by the server.
@@ -633,24 +630,8 @@ async fn a_demoted_primary_fails_calls_in_bound_keeps_leases_and_recovers() {
     let server = RedisServer::start();
     let timeout = 500 * MS;
     let a = client_with(server.url(), timeout).await;
-    let kept: Vec<LockGuard> = join_all((0..8).map(|i| {
-        a.lock(format!("ro:kept:{i}"))
-            .ttl(Duration::from_secs(3))
-            .into_future()
-    }))
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
-    let to_release: Vec<LockGuard> = join_all((0..8).map(|i| {
-        a.lock(format!("ro:rel:{i}"))
-            .ttl(Duration::from_secs(3))
-            .into_future()
-    }))
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    let kept = take_eight(&a, "ro:kept").await;
+    let to_release = take_eight(&a, "ro:rel").await;
     let port = dead_port().to_string();
     let t0 = Instant::now();
     server.cmd::<()>(&["REPLICAOF", "127.0.0.1", &port]);
@@ -767,40 +748,13 @@ async fn storms_with_foreign_keys_keep_exclusion_and_leave_no_lock() {
         client_with(server.url(), Duration::from_secs(1)).await,
     ];
     let stop = Arc::new(AtomicBool::new(false));
-    let storm = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut conn = server.conn();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _: redis::RedisResult<()> = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn);
-                if n % 10 == 9 {
-                    let _: redis::RedisResult<()> = redis::cmd("CLIENT")
-                        .arg("KILL")
-                        .arg("TYPE")
-                        .arg("normal")
-                        .arg("SKIPME")
-                        .arg("yes")
-                        .query(&mut conn);
-                }
-                n += 1;
-                std::thread::sleep(3 * MS);
-            }
-            n
-        })
-    };
-    let inside: Arc<Vec<std::sync::atomic::AtomicUsize>> = Arc::new(
-        (0..8)
-            .map(|_| std::sync::atomic::AtomicUsize::new(0))
-            .collect(),
-    );
-    let fences: Arc<Vec<Mutex<u64>>> = Arc::new((0..8).map(|_| Mutex::new(0)).collect());
-    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let storm = flush_and_kill_storm(server.clone(), stop.clone());
+    let ledger = StormLedger::new(8);
     let until = Instant::now() + Duration::from_millis(2000);
     let tasks: Vec<_> = (0..24)
         .map(|t| {
             let client = clients[t % 2].clone();
-            let (inside, fences, violations) = (inside.clone(), fences.clone(), violations.clone());
+            let ledger = ledger.clone();
             tokio::spawn(async move {
                 let mut rng = t as u64 * 7919 + 1;
                 let mut next = |below: u64| {
@@ -820,54 +774,14 @@ async fn storms_with_foreign_keys_keep_exclusion_and_leave_no_lock() {
                                 | LockError::Busy { .. }
                                 | LockError::Backend { .. },
                             ) => {}
-                            other => violations
-                                .lock()
-                                .unwrap()
-                                .push(format!("{f}: {:?}", other.map(drop))),
+                            other => ledger.violation(format!("{f}: {:?}", other.map(drop))),
                         }
                         continue;
                     }
                     let k = next(8) as usize;
-                    let request = client
-                        .lock(format!("storm:{k}"))
-                        .ttl(Duration::from_secs(20))
-                        .wait(300 * MS);
-                    let guard = if next(3) == 0 {
-                        let cut = Duration::from_millis(next(10));
-                        match tokio::time::timeout(cut, request.into_future()).await {
-                            Ok(Ok(g)) => g,
-                            _ => continue,
-                        }
-                    } else {
-                        match request.await {
-                            Ok(g) => g,
-                            Err(_) => continue,
-                        }
-                    };
-                    if inside[k].fetch_add(1, Ordering::SeqCst) != 0 {
-                        violations
-                            .lock()
-                            .unwrap()
-                            .push(format!("two inside storm:{k}"));
-                    }
-                    {
-                        let mut seen = fences[k].lock().unwrap();
-                        if guard.fencing_token() <= *seen {
-                            violations.lock().unwrap().push(format!(
-                                "storm:{k}: fence {} after {}",
-                                guard.fencing_token(),
-                                *seen
-                            ));
-                        }
-                        *seen = guard.fencing_token();
-                    }
-                    tokio::task::yield_now().await;
-                    inside[k].fetch_sub(1, Ordering::SeqCst);
-                    if next(2) == 0 {
-                        let _ = guard.release().await;
-                    } else {
-                        drop(guard);
-                    }
+                    let abandon = (next(3) == 0).then(|| Duration::from_millis(next(10)));
+                    let release = next(2) == 0;
+                    ledger.round(&client, k, abandon, release).await;
                 }
             })
         })
@@ -878,7 +792,7 @@ async fn storms_with_foreign_keys_keep_exclusion_and_leave_no_lock() {
     stop.store(true, Ordering::Relaxed);
     let storms = storm.join().unwrap();
     assert!(storms > 100, "the storm barely ran ({storms} flushes)");
-    let violations = violations.lock().unwrap().clone();
+    let violations = ledger.violations();
     assert!(violations.is_empty(), "{violations:#?}");
     for (k, v) in &foreign {
         let now: String = server.cmd(&["GET", &format!("distlock:{k}")]);
