@@ -254,6 +254,9 @@ impl LockError {
             || err.code() == Some("WRONGPASS")
             || err.code() == Some("NOAUTH")
             || err.code() == Some("NOPERM")
+            // A server that wants a password refuses an unauthenticated client's command of
+            // more than a few arguments (a batch of acquires) with a protocol error, not NOAUTH.
+            || err.to_string().contains("Protocol error: unauthenticated")
         {
             BackendErrorKind::Auth
         } else if err.is_timeout() {

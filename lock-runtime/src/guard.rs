@@ -290,7 +290,10 @@ impl LockGuard {
     /// # Errors
     ///
     /// [`LockError::Lost`] when the lock was already gone (expired or taken over): nothing was
-    /// deleted. Backend failures: the lock then runs out with its lease.
+    /// deleted. Backend failures: the lock then runs out with its lease. A release whose
+    /// connection dropped before the answer is sent again; if the copy that answers finds the
+    /// lock gone, the outcome is unknown (an earlier copy released it and it moved on, or the
+    /// server had lost it): a backend error of kind `Connection`, never a false `Ok`.
     ///
     /// # Cancel safety
     ///
@@ -353,7 +356,9 @@ impl LockGuard {
 
 /// Lets go of `lease`: deletes the lock, or (with `keep_minimum`, within the lease's minimum
 /// hold) sets its lease to what remains of the minimum. `Ok(false)`: the token no longer held
-/// the key.
+/// the key. A release sent again after its connection dropped, whose last copy found the
+/// token gone, is neither: the first copy may have released the lock (which moved on), or the
+/// server may have lost it before (a restart, a failover), and nothing here tells which.
 async fn let_go(backend: &Backend, lease: &Lease, keep_minimum: bool) -> Result<bool, LockError> {
     let keeping = keep_minimum && lease.has_minimum();
     // Keeping is a command on the lease: after any renewal in flight, so none lands after
@@ -364,10 +369,18 @@ async fn let_go(backend: &Backend, lease: &Lease, keep_minimum: bool) -> Result<
         None
     };
     let Some(ttl) = permit.as_ref().and_then(|_| lease.kept_for(Instant::now())) else {
-        return backend
-            .release(lease.full_key(), lease.token())
-            .await
-            .map(|r| r != Release::NotHeld);
+        return match backend.release(lease.full_key(), lease.token()).await? {
+            Release::Released | Release::Notified => Ok(true),
+            Release::NotHeld => Ok(false),
+            Release::Unsure => Err(LockError::backend(
+                BackendErrorKind::Connection,
+                format!(
+                    "the connection dropped before the release of `{}` was answered; sent \
+                     again, it found the lock gone: released by the first copy, or lost before",
+                    lease.key()
+                ),
+            )),
+        };
     };
     let answers = backend
         .renew(&[Renewal {

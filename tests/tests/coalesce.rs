@@ -175,3 +175,53 @@ async fn coalesced_acquires_keep_exclusion() {
         task.await.unwrap();
     }
 }
+
+/// Calls that are out together each fall back to `EVAL` on their own after `SCRIPT FLUSH`,
+/// and the releases for callers that went away are sent while those calls are out. 64
+/// acquires (four calls) are sent to a frozen server whose script cache was flushed, their
+/// callers go away, then the server thaws: no key may be left held (a left-over lock would
+/// hold it for the 30 s default lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquires_dropped_in_flight_over_a_script_flush_leave_no_lock() {
+    let server = RedisServer::start();
+    let client = LockClient::connect(&server.url()).await.unwrap();
+    for round in 0..3 {
+        // The scripts are cached; then the cache is emptied behind the client's back.
+        client.lock("warm").await.unwrap().release().await.unwrap();
+        server.cmd::<()>(&["SCRIPT", "FLUSH"]);
+        server.pause();
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let guard = client.lock(format!("flushed:{round}:{i}")).await;
+                    std::future::pending::<()>().await;
+                    drop(guard);
+                })
+            })
+            .collect();
+        // The frozen server's socket takes the calls: 200 ms to write them, then the callers
+        // go away (a call not yet written is not sent at all, which proves nothing but
+        // cannot fail the test).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        server.resume();
+    }
+    let other = LockClient::connect(&server.url()).await.unwrap();
+    for round in 0..3 {
+        for i in 0..64 {
+            let key = format!("flushed:{round}:{i}");
+            let guard = other
+                .lock(key.as_str())
+                .wait(Duration::from_secs(3))
+                .await
+                .unwrap_or_else(|e| panic!("`{key}` was left held: {e}"));
+            guard.release().await.unwrap();
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Redis-only behaviour: bad connections and credentials, foreign keys, script cache flushes,
 //! server restarts with data loss, a holder process killed outright.
 
+use std::future::IntoFuture;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -269,4 +270,27 @@ async fn renewals_are_batched_into_one_call_per_tick() {
         "one call per tick for all 50 locks, not one per lock: {calls} calls"
     );
     assert!(guards.iter().all(|g| g.is_held()));
+}
+
+/// Acquires sent together from a client without the password go to the server as one batch,
+/// which Redis refuses before authentication with a protocol error rather than `NOAUTH`: each
+/// is still an auth error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquires_sent_together_without_the_password_are_auth_errors() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let url = format!("redis://127.0.0.1:{}", server.port());
+    let client = match LockClient::connect(&url).await {
+        Ok(client) => client,
+        Err(err) => {
+            assert_eq!(backend_kind(&err), BackendErrorKind::Auth, "{err}");
+            return;
+        }
+    };
+    let results =
+        futures_util::future::join_all((0..16).map(|i| client.lock(format!("k{i}")).into_future()))
+            .await;
+    for result in results {
+        let err = result.unwrap_err();
+        assert_eq!(backend_kind(&err), BackendErrorKind::Auth, "{err}");
+    }
 }

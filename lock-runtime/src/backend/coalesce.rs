@@ -4,15 +4,23 @@
 //! Every acquire and release on a server joins one queue. A task on the library's background
 //! runtime takes what is queued, up to [`MAX_BATCH`] operations, and sends it as one call of
 //! the batch script, which runs each operation's own script in turn (`scripts/batch.lua`).
-//! One call is out at a time ([`IN_FLIGHT`]). An operation that finds no call out goes at
-//! once, alone, so a lone caller waits no longer than before. Operations that arrive while a
-//! call is out wait for the next one, so under load many locks share one script set-up, one
-//! write and one reply.
+//! Up to [`IN_FLIGHT`] calls are out at once, so the server works on one call while the
+//! client reads the answer to the last and writes the next. An operation that finds fewer
+//! calls out goes at once, so a lone caller waits no longer than before. Under load many
+//! locks share one script set-up, one write and one reply.
 //!
-//! Order is kept: operations are sent in the order they were queued, and a call is answered
-//! (its `EVAL` fallback and its retry on a dropped connection included) before the next is
-//! sent. The release sent for an acquire whose caller went away is queued after that
-//! acquire, so it cannot reach the server first and leave the lock behind.
+//! Order: operations are sent in the order they were queued, but a call that must fall back
+//! to `EVAL` or be sent again on a new connection may land after a later call. That is
+//! harmless for operations that are concurrent anyway; operations of one lock that follow one
+//! another are sent only after the one before was answered. The one exception is the release
+//! of an acquire whose caller went away (dropped, or timed out) before the answer: sent at
+//! once, it could land before the acquire. So the coalescer itself releases such an acquire
+//! once its call is answered, when the answer says it acquired (or the call failed and it may
+//! have), in a later call; the lock is never left behind. This rests on one rule for callers:
+//! a token whose acquire was given up is never sent in another acquire (that one could be
+//! answered "acquired" as a replay, then released by the copy owed for the first). A request
+//! that fails gives its token up for good; Sentinel sends an operation again only to a new
+//! primary, where the owed release cannot reach.
 //!
 //! Each operation keeps its own outcome: the batch script runs each under `pcall`, and the
 //! reply is read without turning one operation's error entry into an error for all.
@@ -28,14 +36,15 @@ use super::script::{BATCH, handoff_args};
 use crate::{BackendErrorKind, LockError};
 
 /// The most operations one call carries: each costs the server a few microseconds, so a
-/// call stays well under a millisecond and other clients are not held up behind it.
-const MAX_BATCH: usize = 64;
+/// call stays well under a millisecond and other clients are not held up behind it. With
+/// [`IN_FLIGHT`] calls out, 64 operations are on their way at once: the best of the sizes
+/// measured for 64 tasks on distinct keys (BENCHMARKS.md, "What this round's changes
+/// bought"), where 1 × 64 left the server idle a quarter of the time between calls.
+const MAX_BATCH: usize = 16;
 
-/// How many calls may be out at once: one, so that a call is answered, its `EVAL` fallback
-/// and its retry on a dropped connection included, before the next is sent. Two calls out
-/// could land in either order when the first must fall back, and the release of an abandoned
-/// acquire would then find nothing to release.
-const IN_FLIGHT: usize = 1;
+/// How many calls may be out at once (see the [module docs](self) for what this means for
+/// order).
+const IN_FLIGHT: usize = 4;
 
 /// One operation, with what its script needs (owned: it waits in the queue).
 #[derive(Debug)]
@@ -53,9 +62,18 @@ pub(crate) enum Op {
     Release { key: String, token: String },
 }
 
+/// One operation's own answer: what its script alone would have answered.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) value: redis::Value,
+    /// The call carrying it was sent more than once (its connection dropped before an
+    /// answer): the copy that answered may have found the server changed by an earlier copy.
+    pub(crate) sent_again: bool,
+}
+
 struct Queued {
     op: Op,
-    answer: oneshot::Sender<Result<redis::Value, LockError>>,
+    answer: oneshot::Sender<Result<Answer, LockError>>,
 }
 
 /// The queue of one connection's acquires and releases; see the [module docs](self).
@@ -84,7 +102,7 @@ impl Coalescer {
     ///
     /// Cancel safety: an acquire dropped before its call was sent is not sent; once sent,
     /// it may land (as any command may).
-    pub(crate) async fn call(&self, op: Op) -> Result<redis::Value, LockError> {
+    pub(crate) async fn call(&self, op: Op) -> Result<Answer, LockError> {
         let (answer, answered) = oneshot::channel();
         if self.queue.send(Queued { op, answer }).is_err() {
             return Err(LockError::backend(
@@ -116,10 +134,14 @@ impl Coalescer {
 async fn send_batches(link: Arc<Link>, mut queued: mpsc::UnboundedReceiver<Queued>) {
     let mut calls = FuturesUnordered::new();
     let mut next: Option<Queued> = None;
+    // Releases of acquires whose callers went away, sent before anything queued after.
+    let mut orphans: Vec<Queued> = Vec::new();
     let mut open = true;
     loop {
         if calls.len() < IN_FLIGHT {
-            let mut batch: Vec<Queued> = next.take().into_iter().collect();
+            let take = orphans.len().min(MAX_BATCH);
+            let mut batch: Vec<Queued> = orphans.drain(..take).collect();
+            batch.extend(next.take());
             while batch.len() < MAX_BATCH {
                 match queued.try_recv() {
                     Ok(q) => batch.push(q),
@@ -133,13 +155,13 @@ async fn send_batches(link: Arc<Link>, mut queued: mpsc::UnboundedReceiver<Queue
                 continue;
             }
         }
-        if !open && calls.is_empty() {
+        if !open && calls.is_empty() && orphans.is_empty() {
             return;
         }
         tokio::select! {
             // Polled first, so that a call just pushed is sent before anything else happens.
             biased;
-            Some(()) = calls.next(), if !calls.is_empty() => {}
+            Some(released) = calls.next(), if !calls.is_empty() => orphans.extend(released),
             q = queued.recv(), if open && calls.len() < IN_FLIGHT => match q {
                 Some(q) => next = Some(q),
                 None => open = false,
@@ -149,31 +171,33 @@ async fn send_batches(link: Arc<Link>, mut queued: mpsc::UnboundedReceiver<Queue
 }
 
 /// One call of the batch script for `batch`; each operation gets its own answer, or a copy
-/// of the call's error.
-async fn send(link: Arc<Link>, batch: Vec<Queued>) {
-    let [tombstone, reservation, publish] = handoff_args(None);
+/// of the call's error. Returns the releases owed for acquires whose callers went away
+/// before the answer and that acquired (or may have).
+async fn send(link: Arc<Link>, batch: Vec<Queued>) -> Vec<Queued> {
+    let shared = handoff_args(None);
     let keys: Vec<&str> = batch
         .iter()
         .map(|q| match &q.op {
             Op::Acquire { key, .. } | Op::Release { key, .. } => key.as_str(),
         })
         .collect();
-    let args: Vec<&str> = batch
-        .iter()
-        .flat_map(|q| match &q.op {
+    // The release arguments every release shares, then each operation's own (batch.lua).
+    let mut args: Vec<&str> = shared.iter().map(String::as_str).collect();
+    for q in &batch {
+        match &q.op {
             Op::Acquire {
                 token,
                 ttl_ms,
                 owner,
                 waiter,
                 ..
-            } => ["A", token, ttl_ms, owner, waiter],
-            Op::Release { token, .. } => ["R", token, &tombstone, &reservation, &publish],
-        })
-        .collect();
+            } => args.extend(["A", token, ttl_ms, owner, waiter]),
+            Op::Release { token, .. } => args.extend(["R", token]),
+        }
+    }
     let (keys, args) = (&keys, &args);
-    let answers: Result<Vec<redis::Value>, LockError> = link
-        .on_conn(|mut conn| async move {
+    let answers: Result<(Vec<redis::Value>, bool), LockError> = link
+        .on_conn_tracked(|mut conn| async move {
             match BATCH.call_raw(&mut conn, keys, args).await? {
                 redis::Value::Array(answers) => Ok(answers),
                 other => Err(LockError::backend(
@@ -183,30 +207,58 @@ async fn send(link: Arc<Link>, batch: Vec<Queued>) {
             }
         })
         .await;
-    match answers {
-        Ok(answers) if answers.len() == batch.len() => {
-            for (q, answer) in batch.into_iter().zip(answers) {
-                let _ = q.answer.send(Ok(answer));
-            }
-        }
-        Ok(answers) => {
+    let answers: Vec<Result<Answer, LockError>> = match answers {
+        Ok((answers, sent_again)) if answers.len() == batch.len() => answers
+            .into_iter()
+            .map(|value| Ok(Answer { value, sent_again }))
+            .collect(),
+        Ok((answers, _)) => {
             let message = format!(
                 "the batch script answered {} times for {} operations",
                 answers.len(),
                 batch.len()
             );
-            for q in batch {
-                let _ = q
-                    .answer
-                    .send(Err(LockError::backend(BackendErrorKind::Server, &message)));
-            }
+            (0..batch.len())
+                .map(|_| Err(LockError::backend(BackendErrorKind::Server, &message)))
+                .collect()
         }
-        Err(err) => {
-            for q in batch {
-                let _ = q.answer.send(Err(copy(&err)));
-            }
+        Err(err) => (0..batch.len()).map(|_| Err(copy(&err))).collect(),
+    };
+    let mut owed = Vec::new();
+    for (q, answer) in batch.into_iter().zip(answers) {
+        let Queued { op, answer: to } = q;
+        if let Err(unread) = to.send(answer)
+            && let Some(release) = owed_release(op, &unread)
+        {
+            owed.push(release);
         }
     }
+    owed
+}
+
+/// The release owed for `op` when its caller went away before `answer`: an acquire that
+/// acquired, or whose call failed (it may have landed). Nobody waits for the release's answer.
+fn owed_release(op: Op, answer: &Result<Answer, LockError>) -> Option<Queued> {
+    let Op::Acquire { key, token, .. } = op else {
+        return None;
+    };
+    let acquired = match answer {
+        Ok(Answer {
+            value: redis::Value::Array(reply),
+            ..
+        }) => matches!(reply.first(), Some(redis::Value::Int(1))),
+        Ok(_) => false,
+        Err(_) => true,
+    };
+    if !acquired {
+        return None;
+    }
+    tracing::debug!(%key, "an acquire's caller went away before its answer; releasing it");
+    let (answer, _nobody) = oneshot::channel();
+    Some(Queued {
+        op: Op::Release { key, token },
+        answer,
+    })
 }
 
 /// The same failure for another operation of the call (kind and message; the source stays

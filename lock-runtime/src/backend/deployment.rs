@@ -118,6 +118,10 @@ pub(crate) enum Release {
     Notified,
     /// The token no longer held the key: nothing was changed.
     NotHeld,
+    /// The release was sent again after its connection dropped, and the copy that answered
+    /// found the token gone: an earlier copy may have released the lock (which then moved
+    /// on), or the token had lost it before. Whoever asked decides from what it knew.
+    Unsure,
 }
 
 /// How long a released lock stays reserved for the first client in its queue of waiters.

@@ -8,6 +8,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{BackendErrorKind, LockError};
 
+/// The first pause before trying a dropped connection again; it doubles up to
+/// [`MAX_RETRY_PAUSE`].
+const RETRY_PAUSE: Duration = Duration::from_millis(2);
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 pub(crate) struct Link {
     /// Makes the pub/sub connection for release notices and replaces a broken manager;
     /// `None` for a client built over a bare [`ConnectionManager`].
@@ -62,10 +67,13 @@ impl Link {
     }
 
     /// Runs `op` on the connection, within the command timeout in all:
-    /// - once more when the connection was found dropped (its driver task died with the
-    ///   runtime it was made on; the manager is reconnecting);
-    /// - once more on a new connection manager when this one broke for good: a reconnect
-    ///   begun on a runtime that has since shut down panics whoever polls it next.
+    /// - again, after a short pause, whenever the connection was found dropped (killed by the
+    ///   server or a proxy, or its driver task died with the runtime it was made on): the
+    ///   manager reconnects meanwhile. Calls out together on one connection all fail when it
+    ///   drops and may find it still dropped on their next try, so a single retry is not
+    ///   enough, and a release that gives up leaves its lock held until the lease runs out;
+    /// - again on a new connection manager when this one broke for good: a reconnect begun on
+    ///   a runtime that has since shut down panics whoever polls it next.
     ///
     /// Every operation is safe to repeat: the scripts are idempotent for their own token.
     pub(crate) async fn on_conn<T, F, Fut>(&self, op: F) -> Result<T, LockError>
@@ -73,19 +81,37 @@ impl Link {
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, LockError>>,
     {
+        self.on_conn_tracked(op).await.map(|(answer, _)| answer)
+    }
+
+    /// [`on_conn`](Self::on_conn), also telling whether `op` was sent more than once: then
+    /// the copy that answered may have found the server changed by an earlier copy (whose
+    /// answer was lost with its connection) and by whoever came after it.
+    pub(crate) async fn on_conn_tracked<T, F, Fut>(&self, op: F) -> Result<(T, bool), LockError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LockError>>,
+    {
         use futures_util::FutureExt;
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
         let attempts = async {
-            let mut answer = Err(LockError::backend(
-                BackendErrorKind::Connection,
-                "no attempt",
-            ));
-            for _ in 0..2 {
+            let mut pause = RETRY_PAUSE;
+            let mut again = false;
+            loop {
                 match std::panic::AssertUnwindSafe(op(self.conn()))
                     .catch_unwind()
                     .await
                 {
-                    Ok(Err(err)) if err.is_connection_dropped() => answer = Err(err),
-                    Ok(done) => return done,
+                    Ok(Err(err)) if err.is_connection_dropped() => {
+                        if tokio::time::Instant::now() + pause >= deadline {
+                            return Err(err);
+                        }
+                        tracing::debug!(url = %self.url, %err, "the connection dropped; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                        again = true;
+                    }
+                    Ok(done) => return done.map(|answer| (answer, again)),
                     Err(_) => {
                         let Some(client) = &self.client else {
                             tracing::warn!(url = %self.url, "the connection broke for good; no redis::Client to make a new one");
@@ -107,14 +133,10 @@ impl Link {
                             }
                             Err(err) => return Err(LockError::from_redis(err)),
                         }
-                        answer = Err(LockError::backend(
-                            BackendErrorKind::Connection,
-                            "the connection broke (its runtime shut down)",
-                        ));
+                        again = true;
                     }
                 }
             }
-            answer
         };
         tokio::time::timeout(self.command_timeout, attempts)
             .await

@@ -304,7 +304,7 @@ impl Deployment for RedisBackend {
                 waiter: args.waiter.unwrap_or("").to_owned(),
             })
             .await?;
-        let reply: Vec<redis::Value> = own_answer(answer)?;
+        let reply: Vec<redis::Value> = own_answer(answer.value)?;
         parse_attempt(&reply, args.user_key)
     }
 
@@ -316,7 +316,12 @@ impl Deployment for RedisBackend {
                 token: token.as_str().to_owned(),
             })
             .await?;
-        Ok(release_outcome(own_answer(answer)?))
+        match release_outcome(own_answer(answer.value)?) {
+            // The copy that answered found the token gone; an earlier copy, whose answer was
+            // lost with its connection, may have released it (and the lock moved on since).
+            Release::NotHeld if answer.sent_again => Ok(Release::Unsure),
+            released => Ok(released),
+        }
     }
 
     async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<Option<bool>>, LockError> {

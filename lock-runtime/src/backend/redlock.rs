@@ -300,7 +300,7 @@ impl Deployment for RedlockBackend {
             let (key, token) = (key.to_owned(), token.clone());
             async move { within(timeout, &node, node.release(&key, &token)).await }
         });
-        let (mut released, mut not_held, mut notified) = (0, 0, false);
+        let (mut released, mut not_held, mut notified, mut unsure) = (0, 0, false, false);
         let mut first_error = None;
         while let Some(answer) = answers.recv().await {
             match answer {
@@ -310,6 +310,9 @@ impl Deployment for RedlockBackend {
                     notified = true;
                 }
                 Ok(Release::NotHeld) => not_held += 1,
+                // That node's earlier copy may have released it, or it had lost it: neither
+                // side of the quorum.
+                Ok(Release::Unsure) => unsure = true,
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -327,6 +330,7 @@ impl Deployment for RedlockBackend {
         }
         match first_error {
             Some(err) => Err(err),
+            None if unsure => Ok(Release::Unsure),
             None => Ok(Release::NotHeld),
         }
     }

@@ -9,6 +9,8 @@
 -- ARGV[4]  what to do when the lock is busy: the asking client's waiter id (hex, no "|"):
 --          join the queue of waiting clients; "*": ask for a release notice without
 --          queueing (Redlock); "": nothing (a one-try acquire, which will not wait)
+-- ARGV[5]  set only by batch.lua, never sent by a client: the server clock (`TIME`'s reply)
+--          read once for the whole batch
 --
 -- Values have a fixed layout, so scripts slice them instead of parsing them:
 --   held         "H" token(32) fence(16) ":" owner
@@ -27,7 +29,7 @@
 --        {-1}        the key holds a value distlock did not write (left untouched)
 -- With KEYS[2], {1, ..} and {0, ..} carry two more entries: the boot marker and the server
 -- clock (both in microseconds), so that a node that lost its data recently can be told apart.
-local now = redis.call('TIME')
+local now = ARGV[5] or redis.call('TIME')
 local usec = now[2]
 local fence = now[1] .. string.rep('0', 6 - #usec) .. usec
 local clock = fence
