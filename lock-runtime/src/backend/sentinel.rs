@@ -106,7 +106,12 @@ impl SentinelBackend {
     }
 
     /// Runs `op` on the primary; when it fails the way a failover makes things fail, follows
-    /// the primary and runs it once more.
+    /// the primary and, if it moved, runs it once more on the new one.
+    ///
+    /// Not again on the same primary: its failure was its own (a timeout, a dropped
+    /// connection the link already retried), and the first copy may still land there. Sent
+    /// again with the same token, an acquire would then race the release owed for that first
+    /// copy (its caller, this call, went away) and could be released under its holder.
     async fn on_primary<T, F, Fut>(&self, op: F) -> Result<T, LockError>
     where
         F: Fn(Arc<RedisBackend>) -> Fut,
@@ -115,8 +120,11 @@ impl SentinelBackend {
         let node = self.primary.node();
         match op(node.clone()).await {
             Err(err) if failover_symptom(&err) => {
-                let node = self.primary.follow(&node).await?;
-                op(node).await
+                let next = self.primary.follow(&node).await?;
+                if Arc::ptr_eq(&next, &node) {
+                    return Err(err);
+                }
+                op(next).await
             }
             other => other,
         }
