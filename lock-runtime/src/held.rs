@@ -63,6 +63,15 @@ impl Holding {
             // At the cap already: the lease cannot be made any longer.
             return Ok(());
         };
+        // However this ends (answered, failed, or dropped with its caller), the watchdog plans
+        // the next renewal from it: an extension whose outcome is unknown may have pulled the
+        // deadline in, and the renewal it held up must not wait for the old schedule.
+        let mut reschedule = Reschedule {
+            holding: self,
+            sent,
+            ttl,
+            outcome: Outcome::Unknown,
+        };
         let mut pending = Unsettled {
             lease: &self.lease,
             permit: Some(permit),
@@ -87,7 +96,7 @@ impl Holding {
             Err(_) => Outcome::Unknown,
         };
         pending.settle(outcome);
-        self.client.watchdog().rescheduled(self.id, sent, ttl);
+        reschedule.outcome = outcome;
         match (outcome, renewed) {
             (Outcome::Granted, _) => Ok(()),
             (Outcome::NotHeld, _) => Err(self.lost_error()),
@@ -97,6 +106,30 @@ impl Holding {
                 "too few Redlock nodes answered to extend the lease",
             )),
         }
+    }
+}
+
+/// Tells the watchdog, when dropped, that an extension sent at `sent` for `ttl` ended.
+struct Reschedule<'a> {
+    holding: &'a Holding,
+    sent: Instant,
+    ttl: Duration,
+    /// Unknown unless the extension was answered.
+    outcome: Outcome,
+}
+
+impl Drop for Reschedule<'_> {
+    fn drop(&mut self) {
+        let Reschedule {
+            holding,
+            sent,
+            ttl,
+            outcome,
+        } = self;
+        holding
+            .client
+            .watchdog()
+            .rescheduled(holding.id, *sent, *ttl, *outcome);
     }
 }
 

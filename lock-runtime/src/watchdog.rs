@@ -3,16 +3,17 @@
 //!
 //! Each held lock is a [`Lease`] in the watchdog's table. The task sleeps until the earliest
 //! renewal or deadline, renews every lease due in one round of calls (chunks of
-//! [`RENEW_CHUNK`] sent together, spawned, so a slow server never delays deadline checks) and hands each answer to [`Lease::settle`], which owns the
-//! deadline rule. The task runs on the library's [background](crate::background) runtime, so
-//! it keeps renewing whichever runtime the lock was taken on, and exits once its client is
-//! gone.
+//! [`RENEW_CHUNK`], [`RENEW_IN_FLIGHT`] out at a time, spawned, so a slow server never delays
+//! deadline checks) and hands each answer to [`Lease::settle`], which owns the deadline rule.
+//! The task runs on the library's [background](crate::background) runtime, so it keeps
+//! renewing whichever runtime the lock was taken on, and exits once its client is gone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -47,10 +48,26 @@ struct Entry {
     lease: Arc<Lease>,
     renew: bool,
     next_renew: Instant,
+    /// In a round of renewals that has not answered for it yet: later sweeps leave it out.
+    in_round: bool,
 }
 
-/// A lease whose renewal is being sent, with what it is sent with.
+/// How soon a lease of `ttl` is renewed again after a renewal (or extension) whose outcome is
+/// unknown.
+fn retry_pause(ttl: Duration) -> Duration {
+    (ttl / 10).max(Duration::from_millis(20))
+}
+
+/// A lease due for renewal, in a round.
 struct Due {
+    id: u64,
+    lease: Arc<Lease>,
+}
+
+/// A lease whose renewal is being sent, with what it is sent with: its command permit is
+/// taken only when its chunk is sent and given back when that chunk answers, so an
+/// extension waits for one chunk, never for the rest of the round.
+struct Sending {
     id: u64,
     lease: Arc<Lease>,
     ttl: Duration,
@@ -89,6 +106,7 @@ impl Watchdog {
                     lease,
                     renew,
                     next_renew,
+                    in_round: false,
                 },
             );
             id
@@ -110,13 +128,23 @@ impl Watchdog {
         self.shared.table().entries.remove(&id);
     }
 
-    /// After an explicit extension sent at `sent` for `ttl`: the next renewal is a third of
-    /// the new lease away, and the task looks again (the deadline may have moved earlier).
-    pub(crate) fn rescheduled(&self, id: u64, sent: Instant, ttl: Duration) {
-        let next_renew = sent + ttl / 3;
-        if let Some(e) = self.shared.table().entries.get_mut(&id) {
-            e.next_renew = next_renew;
-        }
+    /// After an explicit extension sent at `sent` for `ttl` ended with `outcome`: granted,
+    /// the next renewal is a third of the new lease away; unknown (failed, or given up by its
+    /// caller), the lease is renewed again soon, as after a failed renewal, since the
+    /// extension may have shortened it and held up the renewal that was due. The task looks
+    /// again either way (the deadline may have moved earlier).
+    pub(crate) fn rescheduled(&self, id: u64, sent: Instant, ttl: Duration, outcome: Outcome) {
+        let next_renew = {
+            let mut table = self.shared.table();
+            let Some(e) = table.entries.get_mut(&id) else {
+                return;
+            };
+            e.next_renew = match outcome {
+                Outcome::Granted => sent + ttl / 3,
+                Outcome::Unknown | Outcome::NotHeld => Instant::now() + retry_pause(e.lease.ttl()),
+            };
+            e.next_renew
+        };
         self.woken(next_renew);
     }
 
@@ -160,7 +188,7 @@ impl Shared {
                 return false;
             }
             earliest(e.lease.deadline());
-            if !e.renew {
+            if !e.renew || e.in_round {
                 return true;
             }
             // Renew slightly early so that leases due close together share one call.
@@ -169,29 +197,26 @@ impl Shared {
                 earliest(e.next_renew);
             } else if !e.lease.renewable() {
                 // The lease already reaches its cap (`max_hold`): it ends at its deadline.
-            } else if let Some(permit) = e.lease.try_command() {
-                // Taken after the permit: an extension that just finished has set it.
-                let ttl = e.lease.ttl();
+            } else {
+                e.in_round = true;
                 due.push(Due {
                     id,
                     lease: e.lease.clone(),
-                    ttl,
-                    permit,
                 });
             }
-            // Otherwise a command is in flight (an extension): it reschedules when done.
             true
         });
         table.next_wake = next;
         (due, next)
     }
 
-    /// Settles a batch's answers (`None`: unknown) and schedules what comes next.
-    fn renewed(&self, due: Vec<Due>, answers: Vec<Option<bool>>, sent: Instant) {
+    /// Settles a chunk's answers (`None`: unknown) and schedules what comes next.
+    fn renewed(&self, sent_for: Vec<Sending>, answers: Vec<Option<bool>>, sent: Instant) {
         let mut table = self.table();
+        let mut earliest: Option<Instant> = None;
         // A short answer leaves the rest unknown.
         let answers = answers.into_iter().chain(std::iter::repeat(None));
-        for (d, answer) in due.into_iter().zip(answers) {
+        for (d, answer) in sent_for.into_iter().zip(answers) {
             let outcome = match answer {
                 Some(true) => Outcome::Granted,
                 Some(false) => Outcome::NotHeld,
@@ -201,19 +226,41 @@ impl Shared {
             let Some(e) = table.entries.get_mut(&d.id) else {
                 continue;
             };
+            e.in_round = false;
             match outcome {
                 Outcome::Granted => e.next_renew = sent + d.ttl / 3,
                 Outcome::NotHeld => {
                     table.entries.remove(&d.id);
+                    continue;
                 }
                 // Try again soon, until the deadline says otherwise.
                 Outcome::Unknown => {
                     d.lease.renewal_failed();
-                    e.next_renew = Instant::now() + (d.ttl / 10).max(Duration::from_millis(20));
+                    e.next_renew = Instant::now() + retry_pause(d.ttl);
                 }
             }
+            earliest = Some(earliest.map_or(e.next_renew, |t| t.min(e.next_renew)));
         }
-        table.next_wake = None;
+        // Wake the task only if one of these is due before it planned to look again: once a
+        // round, not once a chunk (a sweep reads the whole table).
+        if let Some(due) = earliest
+            && table.next_wake.is_none_or(|w| due < w)
+        {
+            table.next_wake = Some(due);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Leases of a round that were not sent (no longer held or renewable, which their deadline
+    /// settles, or an extension in flight, which reschedules when done) or whose round ended
+    /// early: later sweeps consider them again.
+    fn left_out(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut table = self.table();
+        for id in ids {
+            if let Some(e) = table.entries.get_mut(&id) {
+                e.in_round = false;
+            }
+        }
     }
 }
 
@@ -245,17 +292,58 @@ async fn run(shared: Weak<Shared>, backend: Weak<Backend>) {
 
 /// The most leases one renew call carries: a few microseconds of server time each, so a call
 /// stays well under a millisecond when the server is not loaded.
-const RENEW_CHUNK: usize = 128;
+const RENEW_CHUNK: usize = 64;
 
-async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
-    let span = renew_span(due.len());
-    if !span.is_disabled() {
-        for d in &due {
-            d.lease.followed_by(&span);
+/// How many renew calls are out at once: two, so the server always has the next chunk while
+/// the answer to the last travels back, and another client's command waits behind at most
+/// two chunks, not behind every due lease of a client holding 100 000 locks (whose chunks,
+/// all sent at once, would sit in the server's input buffer ahead of it).
+const RENEW_IN_FLIGHT: usize = 2;
+
+/// How many once a round falls behind (it has run for a sixth of its shortest lease): with a
+/// slow link two chunks at a time may not renew thousands of short leases before they run
+/// out, and keeping leases comes before sparing other clients a few milliseconds.
+const RENEW_IN_FLIGHT_BEHIND: usize = 8;
+
+/// How a chunk went, for the round's span: how many answers were unknown, how many not held.
+#[derive(Default)]
+struct Tally {
+    unknown: usize,
+    lost: usize,
+}
+
+/// Sends one chunk of a round and settles its answers: takes each lease's command permit
+/// now (leaving out a lease no longer held or with an extension in flight), shapes each
+/// renewal from this moment, and gives the permits back as soon as the chunk answered.
+async fn renew_chunk(
+    shared: &Shared,
+    backend: &Backend,
+    chunk: &[Due],
+    span: &tracing::Span,
+) -> Tally {
+    let sent = Instant::now();
+    let mut sending = Vec::with_capacity(chunk.len());
+    let mut left_out = Vec::new();
+    for d in chunk {
+        match d.lease.try_command() {
+            Some(permit) if d.lease.is_held() && d.lease.renewable() => {
+                // Read after the permit: an extension that just finished has set it.
+                let ttl = d.lease.ttl();
+                sending.push(Sending {
+                    id: d.id,
+                    lease: d.lease.clone(),
+                    ttl,
+                    permit,
+                });
+            }
+            _ => left_out.push(d.id),
         }
     }
-    let sent = Instant::now();
-    let batch: Vec<Renewal<'_>> = due
+    shared.left_out(left_out);
+    if sending.is_empty() {
+        return Tally::default();
+    }
+    let batch: Vec<Renewal<'_>> = sending
         .iter()
         .map(|d| Renewal {
             key: d.lease.full_key(),
@@ -267,40 +355,85 @@ async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
                 .unwrap_or(Duration::from_millis(1)),
         })
         .collect();
-    // In chunks, so that no single script call keeps the server from other clients for
-    // long; sent together, so the whole batch still waits about one round trip.
-    let chunks = batch.chunks(RENEW_CHUNK).map(|chunk| {
-        let span = span.clone();
-        let backend = &backend;
-        async move {
-            match backend.renew(chunk).instrument(span.clone()).await {
-                Ok(mut answers) => {
-                    // A short answer leaves the rest unknown.
-                    answers.resize(chunk.len(), None);
-                    answers
-                }
-                Err(err) => {
-                    tracing::debug!(parent: &span, %err, locks = chunk.len(), "renewal failed; retrying until the lease deadline");
-                    vec![None; chunk.len()]
-                }
-            }
+    let answers = match backend.renew(&batch).instrument(span.clone()).await {
+        Ok(mut answers) => {
+            // A short answer leaves the rest unknown.
+            answers.resize(batch.len(), None);
+            answers
         }
-    });
-    let answers: Vec<Option<bool>> = futures_util::future::join_all(chunks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+        Err(err) => {
+            tracing::debug!(parent: span, %err, locks = batch.len(), "renewal failed; retrying until the lease deadline");
+            vec![None; batch.len()]
+        }
+    };
     drop(batch);
-    let outcome = if answers.len() < due.len() || answers.contains(&None) {
+    let tally = Tally {
+        unknown: answers.iter().filter(|a| a.is_none()).count(),
+        lost: answers.iter().filter(|a| **a == Some(false)).count(),
+    };
+    // Losses are reported inside their hold spans, which follow from the round's.
+    shared.renewed(sending, answers, sent);
+    tally
+}
+
+async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
+    let span = renew_span(due.len());
+    if !span.is_disabled() {
+        for d in &due {
+            d.lease.followed_by(&span);
+        }
+    }
+    // Whatever this round does not get to (its task dropped with the runtime) is left to
+    // later sweeps.
+    let round = RoundEnd {
+        shared: &shared,
+        ids: due.iter().map(|d| d.id).collect(),
+    };
+    // In chunks, so that no single script call keeps the server from other clients for
+    // long, and a few at a time (see [`RENEW_IN_FLIGHT`], [`RENEW_IN_FLIGHT_BEHIND`]).
+    let mut total = Tally::default();
+    let started = Instant::now();
+    let behind_after = due.iter().map(|d| d.lease.ttl()).min().unwrap_or_default() / 6;
+    {
+        let mut chunks = due.chunks(RENEW_CHUNK);
+        let mut out = futures_util::stream::FuturesUnordered::new();
+        loop {
+            let in_flight = if started.elapsed() < behind_after {
+                RENEW_IN_FLIGHT
+            } else {
+                RENEW_IN_FLIGHT_BEHIND
+            };
+            while out.len() < in_flight {
+                let Some(chunk) = chunks.next() else { break };
+                out.push(renew_chunk(&shared, &backend, chunk, &span));
+            }
+            let Some(tally) = out.next().await else {
+                break;
+            };
+            total.unknown += tally.unknown;
+            total.lost += tally.lost;
+        }
+    }
+    drop(round);
+    let outcome = if total.unknown > 0 {
         "failed"
-    } else if answers.contains(&Some(false)) {
+    } else if total.lost > 0 {
         "lost"
     } else {
         "renewed"
     };
     span.record("outcome", outcome);
-    // Losses are reported inside their hold spans, which follow from this one.
-    shared.renewed(due, answers, sent);
-    shared.wake.notify_one();
+}
+
+/// Clears the round mark of a round's leases when the round ends, however it ends (each
+/// chunk already cleared its own; this catches a round dropped part-way).
+struct RoundEnd<'a> {
+    shared: &'a Shared,
+    ids: Vec<u64>,
+}
+
+impl Drop for RoundEnd<'_> {
+    fn drop(&mut self) {
+        self.shared.left_out(std::mem::take(&mut self.ids));
+    }
 }
