@@ -6,6 +6,7 @@
 //! [`resume`](RedisServer::resume) and [`restart`](RedisServer::restart) it; a
 //! [`TcpProxy`] in front of it adds latency, blackholes and cut connections.
 
+pub mod attack;
 pub mod fuzz;
 mod proxy;
 
@@ -422,19 +423,29 @@ pub fn flush_and_kill_storm(
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let _: redis::RedisResult<()> = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn);
             if n % 10 == 9 {
-                let _: redis::RedisResult<()> = redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("TYPE")
-                    .arg("normal")
-                    .arg("SKIPME")
-                    .arg("yes")
-                    .query(&mut conn);
+                let _ = kill_clients(&mut conn);
             }
             n += 1;
             std::thread::sleep(Duration::from_millis(3));
         }
         n
     })
+}
+
+/// `CLIENT KILL TYPE normal SKIPME yes` on `conn`: every ordinary client connection but this
+/// one is closed by the server.
+///
+/// # Errors
+///
+/// The command's error.
+pub fn kill_clients(conn: &mut redis::Connection) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(conn)
 }
 
 /// Who is inside the critical section of each of the keys `storm:0..n`, as tasks that take

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlock::{LockClient, LockError, LockGuard};
+use distlock_tests::attack::not_free;
 use distlock_tests::{RedisServer, StormLedger, TcpProxy, flush_and_kill_storm};
 use futures_util::future::join_all;
 
@@ -44,21 +45,6 @@ impl Lcg {
             .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % below
     }
-}
-
-/// Takes every key in `keys` with `b` (each may wait `within`), concurrently: the keys that
-/// could not be taken, with who holds them.
-async fn not_free(b: &LockClient, keys: &[String], within: Duration) -> Vec<String> {
-    let tries = keys.iter().map(|k| async move {
-        match b.lock(k.as_str()).wait(within).await {
-            Ok(g) => {
-                let _ = g.release().await;
-                None
-            }
-            Err(e) => Some(format!("{k}: {e}; held as {:?}", b.inspect(k).await)),
-        }
-    });
-    join_all(tries).await.into_iter().flatten().collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -443,14 +429,7 @@ async fn passwords_stay_out_of_coalesced_errors_and_logs() {
     acquired.into_iter().for_each(|r| record(r.map(drop)));
     released.into_iter().for_each(&mut record);
     // A killed connection, then a password the server no longer takes.
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query(&mut admin)
-        .unwrap();
+    distlock_tests::kill_clients(&mut admin).unwrap();
     record(a.lock("pw-after-kill").await.map(drop));
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -458,14 +437,7 @@ async fn passwords_stay_out_of_coalesced_errors_and_logs() {
         .arg("another-one")
         .query(&mut admin)
         .unwrap();
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query(&mut admin)
-        .unwrap();
+    distlock_tests::kill_clients(&mut admin).unwrap();
     for i in 0..5 {
         record(a.lock(format!("pw-refused:{i}")).await.map(drop));
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use distlock::{LockClient, LockError, LockGuard};
+use distlock_tests::attack::not_free;
 use distlock_tests::{RedisServer, StormLedger, TcpProxy, flush_and_kill_storm};
 use futures_util::future::join_all;
 
@@ -23,21 +24,6 @@ async fn client(url: String) -> LockClient {
 }
 
 use distlock_tests::client_with_timeout as client_with;
-
-/// Takes every key in `keys` with `b` (each may wait `within`), concurrently: the keys that
-/// could not be taken, with who holds them.
-async fn not_free(b: &LockClient, keys: &[String], within: Duration) -> Vec<String> {
-    let tries = keys.iter().map(|k| async move {
-        match b.lock(k.as_str()).wait(within).await {
-            Ok(g) => {
-                let _ = g.release().await;
-                None
-            }
-            Err(e) => Some(format!("{k}: {e}; held as {:?}", b.inspect(k).await)),
-        }
-    });
-    join_all(tries).await.into_iter().flatten().collect()
-}
 
 /// A key's whole value (`DUMP`, any type) and its lease (`PTTL`).
 fn snapshot(server: &RedisServer, key: &str) -> (Vec<u8>, i64) {
