@@ -13,12 +13,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet -p distlock-tests --bin list-bench -p distlock-cli --bin distlock
 target="${CARGO_TARGET_DIR:-target}/release"
 
-dir="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-  --logfile "$dir/redis.log" --daemonize yes --pidfile "$dir/redis.pid"
-trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+# shellcheck source=scripts/start-redis.sh
+source scripts/start-redis.sh
 url="redis://127.0.0.1:$port"
 
 "$target/list-bench" populate "$url" "$count"
