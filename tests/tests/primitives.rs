@@ -223,7 +223,13 @@ async fn a_waiting_writer_is_not_passed_by_later_readers(
         async move { rw.write().wait(LONG_WAIT).await }
     });
     // The writer holds the write lock and every slot but the reader's, and waits for it.
+    // Every slot is awaited: the writer's acquires of the free ones are still in flight when
+    // the write lock is first seen held (a reader could take one of those first, which is
+    // not what this test is about).
     wait_until_held(a, "rwlock:rw-fair:write").await;
+    for slot in 0..distlock::MAX_READERS {
+        wait_until_held(a, &format!("rwlock:rw-fair:read:{slot}")).await;
+    }
     if queues {
         let held = reader
             .fencing_tokens()
