@@ -297,12 +297,12 @@ async fn hold_with_extends(
 /// Property: no guard stops believing it holds, every release answers Ok, and every key is
 /// free afterwards.
 ///
-/// FINDING (availability, not exclusion): ~33 of 40 leases are lost at 4.3–4.9 s, after node 1
+/// Found (availability, not exclusion): ~33 of 40 leases were lost at 4.3–4.9 s, after node 1
 /// died although node 0 had been back for a second. While node 0 was frozen its copies
-/// expired, and a renewal (`renew.lua`, compare-and-PEXPIRE) never puts a lock back on a node
-/// that lost it, so every lock lived on a bare majority (1, 2) until the next minority fault.
+/// expired, and a renewal (compare-and-PEXPIRE) never put a lock back on a node that lost it,
+/// so every lock lived on a bare majority (1, 2) until the next minority fault. A renewal a
+/// majority grants now puts the lost copies back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open finding: a Redlock renewal does not put back a copy a node lost (see guarantees)"]
 async fn redlock_short_leases_with_extends_survive_a_frozen_then_a_restarted_node() {
     watch_panics();
     let seed = seed("ATTACK10_SEED", 10_003);

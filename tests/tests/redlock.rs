@@ -96,6 +96,44 @@ async fn one_node_down_is_fine_a_majority_down_is_quorum_unavailable() {
     assert!(err.to_string().contains("quorum"), "{err}");
 }
 
+/// A node that lost its copy of a held lock (as one frozen past the lease does) gets it back
+/// from the next renewal a majority granted, so the lock survives the next minority fault.
+#[tokio::test]
+async fn a_renewal_puts_a_lost_copy_back_so_the_lock_survives_another_fault() {
+    let mut nodes = Nodes::start();
+    let client = nodes.client(Q).await;
+    let held = client.lock("back").watchdog(false).await.unwrap();
+    let lost: String = nodes.0[0].cmd(&["GET", "distlock:back"]);
+    let _: i64 = nodes.0[0].cmd(&["DEL", "distlock:back"]);
+    held.extend(Q).await.expect("renewed by nodes 1 and 2");
+    // Put back in the background, with the value of a node that renewed it (the same token
+    // and owner; fences are per node).
+    let from_node_1: String = nodes.0[1].cmd(&["GET", "distlock:back"]);
+    assert_eq!(lost[..33], from_node_1[..33], "one token on every node");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now: Option<String> = nodes.0[0].cmd(&["GET", "distlock:back"]);
+        let node_2: String = nodes.0[2].cmd(&["GET", "distlock:back"]);
+        if now.as_deref() == Some(from_node_1.as_str()) || now.as_deref() == Some(node_2.as_str()) {
+            break;
+        }
+        assert!(now.is_none(), "node 0 holds something else: {now:?}");
+        assert!(Instant::now() < deadline, "never put back on node 0");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pttl: i64 = nodes.0[0].cmd(&["PTTL", "distlock:back"]);
+    assert!(pttl > 0, "the copy has a lease: {pttl}");
+    // The next minority fault: node 1 dies. Nodes 0 and 2 still make a majority.
+    nodes.0[1].kill();
+    held.extend(Q).await.expect("renewed by nodes 0 and 2");
+    assert!(held.is_held());
+    let fence = held.fencing_token();
+    held.release().await.expect("released by nodes 0 and 2");
+    let other = nodes.client(Q).await;
+    let next = other.lock("back").await.expect("free after the release");
+    assert!(next.fencing_token() > fence);
+}
+
 #[tokio::test]
 async fn a_partial_acquisition_is_undone() {
     let nodes = Nodes::start();

@@ -222,6 +222,56 @@ impl RedisBackend {
             .await
     }
 
+    /// The values stored at `keys`, in their order (`None` where a key is missing or holds
+    /// something else than a string), one pipeline.
+    pub(crate) async fn values(&self, keys: &[String]) -> Result<Vec<Option<String>>, LockError> {
+        self.on_conn(|mut conn| async move {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for key in keys {
+                pipe.cmd("GET").arg(key);
+            }
+            let replies: Vec<redis::Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(LockError::from_redis)?;
+            Ok(replies
+                .iter()
+                .map(|v| {
+                    redis::from_redis_value_ref::<Option<String>>(v)
+                        .ok()
+                        .flatten()
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// `SET key value NX PX lease` for each copy, one pipeline: a copy lands only where its
+    /// key holds nothing at all (never over a holder, a tombstone or a reservation).
+    pub(crate) async fn place(
+        &self,
+        copies: &[(String, String, Duration)],
+    ) -> Result<(), LockError> {
+        self.on_conn(|mut conn| async move {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (key, value, lease) in copies {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(*lease))
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(LockError::from_redis)
+        })
+        .await
+    }
+
     /// Wake-ups for `key` that also wake `shared`: one wake-up for all of Redlock's nodes.
     /// See [`subscribe_with`](Self::subscribe_with).
     pub(crate) async fn subscribe_shared(

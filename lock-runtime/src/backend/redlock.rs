@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use super::deployment::{
     AcquireArgs, Attempt, Deployment, ListCursor, ListState, Release, Renewal, Wakeups,
 };
-use super::layout::StoredLock;
+use super::layout::{StoredLock, parse_stored};
 use super::redis::RedisBackend;
 use crate::info::LockInfo;
 use crate::token::Token;
@@ -141,6 +141,60 @@ impl RedlockBackend {
     /// in microseconds) has kept its data for the quarantine.
     fn votes(&self, boot: u64, now: u64) -> bool {
         now.saturating_sub(boot) >= micros(self.quarantine)
+    }
+
+    /// Puts leases a majority just renewed back on the nodes that answered they do not hold
+    /// them (a node frozen past the lease, or restarted empty), in the background: each
+    /// lease's value is read from a node that renewed it and set where its key holds nothing
+    /// at all. Otherwise a lease that lost a copy lives on a bare majority, and the next
+    /// minority fault would take it. Safe because it only adds copies of a lease a majority
+    /// holds now (so no other client can hold a majority), and a copy never replaces another
+    /// value: a tombstone, a reservation or another client's copy stays. A copy put back just
+    /// after its lease was released (on a node where the release found nothing) is a minority
+    /// copy that runs out by itself.
+    fn put_back(&self, leases: Vec<PutBack>) {
+        if leases.is_empty() {
+            return;
+        }
+        let nodes = self.nodes.clone();
+        let timeout = self.command_timeout;
+        tokio::spawn(async move {
+            let mut sources: Vec<usize> = leases.iter().map(|l| l.from).collect();
+            sources.sort_unstable();
+            sources.dedup();
+            for from in sources {
+                let leases: Vec<&PutBack> = leases.iter().filter(|l| l.from == from).collect();
+                let keys: Vec<String> = leases.iter().map(|l| l.key.clone()).collect();
+                let source = &nodes[from];
+                let Ok(values) = within(timeout, source, source.values(&keys)).await else {
+                    continue;
+                };
+                let mut copies: Vec<Vec<(String, String, Duration)>> =
+                    vec![Vec::new(); nodes.len()];
+                for (lease, value) in leases.iter().zip(values) {
+                    // Still this lease's value on the source (it may have been released since).
+                    let Some(value) = value.filter(|v| {
+                        parse_stored(v, None).is_some_and(|s| s.token == lease.token.as_str())
+                    }) else {
+                        continue;
+                    };
+                    for &to in &lease.to {
+                        copies[to].push((lease.key.clone(), value.clone(), lease.lease));
+                    }
+                }
+                join_all(
+                    copies
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| !c.is_empty())
+                        .map(|(to, c)| {
+                            let node = &nodes[to];
+                            within(timeout, node, node.place(c))
+                        }),
+                )
+                .await;
+            }
+        });
     }
 
     /// What every node stores for `key` (in node order): its lock, none, or why it could not
@@ -337,7 +391,8 @@ impl Deployment for RedlockBackend {
 
     /// Per lease: held when a majority renewed it, lost when a majority says another token
     /// (or none) holds it, unknown otherwise (retried until the deadline). A node gets at most
-    /// a tenth of the shortest lease in the batch to answer.
+    /// a tenth of the shortest lease in the batch to answer. A lease a majority renewed is put
+    /// back on the nodes that said they do not hold it ([`put_back`](Self::put_back)).
     async fn renew(&self, batch: &[Renewal<'_>]) -> Result<Vec<Option<bool>>, LockError> {
         let Some(shortest) = batch.iter().map(|r| r.ttl).min() else {
             return Ok(Vec::new());
@@ -355,25 +410,36 @@ impl Deployment for RedlockBackend {
                 .map(|n| within(per_node, n, n.renew(batch))),
         )
         .await;
-        Ok((0..batch.len())
+        // The nodes that answered `said` for lease `i`.
+        let said = |i: usize, said: bool| -> Vec<usize> {
+            (0..answers.len())
+                .filter(|&n| matches!(&answers[n], Ok(v) if v.get(i) == Some(&Some(said))))
+                .collect()
+        };
+        let mut put_back = Vec::new();
+        let renewed = (0..batch.len())
             .map(|i| {
-                let yes = answers
-                    .iter()
-                    .filter(|a| matches!(a, Ok(v) if v.get(i) == Some(&Some(true))))
-                    .count();
-                let no = answers
-                    .iter()
-                    .filter(|a| matches!(a, Ok(v) if v.get(i) == Some(&Some(false))))
-                    .count();
-                if yes >= self.quorum() {
+                let (yes, no) = (said(i, true), said(i, false));
+                if yes.len() >= self.quorum() {
+                    if !no.is_empty() {
+                        put_back.push(PutBack {
+                            key: batch[i].key.to_owned(),
+                            token: batch[i].token.clone(),
+                            lease: batch[i].ttl,
+                            from: yes[0],
+                            to: no,
+                        });
+                    }
                     Some(true)
-                } else if no > self.nodes.len() - self.quorum() {
+                } else if no.len() > self.nodes.len() - self.quorum() {
                     Some(false)
                 } else {
                     None
                 }
             })
-            .collect())
+            .collect();
+        self.put_back(put_back);
+        Ok(renewed)
     }
 
     /// Redlock never queues: nothing to leave.
@@ -606,6 +672,17 @@ async fn within<T>(
             format!("no answer within {timeout:?} (at {})", node.url()),
         ))
     })
+}
+
+/// A lease to put back where it was lost (see [`RedlockBackend::put_back`]).
+struct PutBack {
+    key: String,
+    token: Token,
+    lease: Duration,
+    /// A node that renewed it, to read its value from.
+    from: usize,
+    /// The nodes that answered they do not hold it.
+    to: Vec<usize>,
 }
 
 /// An acquire's arguments, owned by the per-node tasks.
