@@ -486,6 +486,46 @@ impl StormLedger {
         self.violations.lock().unwrap().clone()
     }
 
+    /// Steps into key `k` with `fence` as `who`: nobody else may be inside, and the fence must
+    /// be larger than every one before it (entries happen in acquisition order, under
+    /// exclusion).
+    ///
+    /// # Panics
+    ///
+    /// As [`violation`](Self::violation).
+    pub fn enter(&self, k: usize, who: &str, fence: u64) {
+        if self.inside[k].fetch_add(1, std::sync::atomic::Ordering::SeqCst) != 0 {
+            self.violation(format!(
+                "two holders inside key {k} at once ({who} entered)"
+            ));
+        }
+        self.fence(k, who, fence);
+    }
+
+    /// Records that `who` was granted key `k` with `fence`, which must be larger than every
+    /// fence before it.
+    ///
+    /// # Panics
+    ///
+    /// As [`violation`](Self::violation).
+    pub fn fence(&self, k: usize, who: &str, fence: u64) {
+        let mut last = self.fences[k].lock().unwrap();
+        if fence <= *last {
+            self.violation(format!("key {k}: {who} got fence {fence} after {}", *last));
+        }
+        *last = fence;
+    }
+
+    /// Whether anyone is inside key `k` now.
+    pub fn is_inside(&self, k: usize) -> bool {
+        self.inside[k].load(std::sync::atomic::Ordering::SeqCst) != 0
+    }
+
+    /// Steps out of key `k`.
+    pub fn leave(&self, k: usize) {
+        self.inside[k].fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// One round on `storm:<k>`: take it (waiting 300 ms; abandoned after `abandon_after` when
     /// set), step inside (checking nobody else is, and that the fence grew), step out, and let
     /// go by `release()` or by a drop.
@@ -501,7 +541,6 @@ impl StormLedger {
         release: bool,
     ) {
         use std::future::IntoFuture;
-        use std::sync::atomic::Ordering;
         let request = client
             .lock(format!("storm:{k}"))
             .ttl(Duration::from_secs(20))
@@ -516,22 +555,9 @@ impl StormLedger {
                 Err(_) => return,
             },
         };
-        if self.inside[k].fetch_add(1, Ordering::SeqCst) != 0 {
-            self.violation(format!("two inside storm:{k}"));
-        }
-        {
-            let mut seen = self.fences[k].lock().unwrap();
-            if guard.fencing_token() <= *seen {
-                self.violation(format!(
-                    "storm:{k}: fence {} after {}",
-                    guard.fencing_token(),
-                    *seen
-                ));
-            }
-            *seen = guard.fencing_token();
-        }
+        self.enter(k, "a storm task", guard.fencing_token());
         tokio::task::yield_now().await;
-        self.inside[k].fetch_sub(1, Ordering::SeqCst);
+        self.leave(k);
         if release {
             let _ = guard.release().await;
         } else {

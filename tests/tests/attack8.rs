@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlock::{HeldLock, LockClient, LockError, LockGuard};
-use distlock_tests::attack::{not_free, panics, seed, watch_panics};
+use distlock_tests::attack::{Fault, fault_thread, not_free, panics, seed, watch_panics};
 use distlock_tests::fuzz::rng::Rng;
-use distlock_tests::{RedisServer, TcpProxy, client_with_timeout};
+use distlock_tests::{RedisServer, StormLedger, TcpProxy, client_with_timeout};
 use futures_util::future::join_all;
 
 const MS: Duration = Duration::from_millis(1);
@@ -22,117 +22,6 @@ const MS: Duration = Duration::from_millis(1);
 // ---------------------------------------------------------------------------------------
 // Support
 // ---------------------------------------------------------------------------------------
-
-/// Who is inside each key's critical section, the last fence seen per key, and what broke.
-struct Ledger {
-    inside: Vec<AtomicUsize>,
-    last_fence: Vec<Mutex<u64>>,
-    violations: Mutex<Vec<String>>,
-}
-
-impl Ledger {
-    fn new(keys: usize) -> Arc<Self> {
-        Arc::new(Self {
-            inside: (0..keys).map(|_| AtomicUsize::new(0)).collect(),
-            last_fence: (0..keys).map(|_| Mutex::new(0)).collect(),
-            violations: Mutex::default(),
-        })
-    }
-
-    fn violation(&self, what: String) {
-        self.violations.lock().unwrap().push(what);
-    }
-
-    fn violations(&self) -> Vec<String> {
-        self.violations.lock().unwrap().clone()
-    }
-
-    /// Steps into key `k` with `fence`: nobody else may be inside, and the fence must be
-    /// larger than every one before it (entries happen in acquisition order, under exclusion).
-    fn enter(&self, k: usize, who: &str, fence: u64) {
-        if self.inside[k].fetch_add(1, Ordering::SeqCst) != 0 {
-            self.violation(format!(
-                "two holders inside key {k} at once ({who} entered)"
-            ));
-        }
-        self.fence(k, who, fence);
-    }
-
-    fn fence(&self, k: usize, who: &str, fence: u64) {
-        let mut last = self.last_fence[k].lock().unwrap();
-        if fence <= *last {
-            self.violation(format!("key {k}: {who} got fence {fence} after {}", *last));
-        }
-        *last = fence;
-    }
-
-    fn leave(&self, k: usize) {
-        self.inside[k].fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    Flush,
-    Kill,
-    Cut,
-    Pause(u64, u64),
-    Sleep(u64, u64),
-}
-
-/// A thread injecting `faults` (weighted) every `gap` ms until `stop`; what it did.
-fn fault_thread(
-    server: Arc<RedisServer>,
-    proxy: Option<Arc<TcpProxy>>,
-    stop: Arc<AtomicBool>,
-    seed: u64,
-    gap: (u64, u64),
-    faults: Vec<(Fault, u32)>,
-) -> std::thread::JoinHandle<Vec<usize>> {
-    std::thread::spawn(move || {
-        let mut rng = Rng::derive(seed, &[0xfa]);
-        let weights: Vec<u32> = faults.iter().map(|f| f.1).collect();
-        let mut counts = vec![0usize; faults.len()];
-        let mut conn = server.conn();
-        while !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(rng.range(gap.0, gap.1)));
-            let i = rng.weighted(&weights);
-            counts[i] += 1;
-            let ok = match faults[i].0 {
-                Fault::Flush => redis::cmd("SCRIPT")
-                    .arg("FLUSH")
-                    .query::<()>(&mut conn)
-                    .is_ok(),
-                Fault::Kill => distlock_tests::kill_clients(&mut conn).is_ok(),
-                Fault::Cut => {
-                    if let Some(p) = &proxy {
-                        p.cut();
-                    }
-                    true
-                }
-                Fault::Pause(lo, hi) => {
-                    server.pause();
-                    std::thread::sleep(Duration::from_millis(rng.range(lo, hi)));
-                    server.resume();
-                    true
-                }
-                Fault::Sleep(lo, hi) => {
-                    let secs = rng.range(lo, hi) as f64 / 1000.0;
-                    redis::cmd("DEBUG")
-                        .arg("SLEEP")
-                        .arg(secs)
-                        .query::<()>(&mut conn)
-                        .is_ok()
-                }
-            };
-            if !ok {
-                conn = server.conn();
-            }
-        }
-        server.resume();
-        counts
-    })
-}
 
 /// Runs `f` in each of `n` tasks until `stop`; panics in tasks fail the test.
 async fn run_tasks<F, Fut>(n: usize, stop: &Arc<AtomicBool>, f: F)
@@ -182,7 +71,7 @@ async fn storm_with_four_calls_out_keeps_exclusion_bounds_and_leaves_nothing() {
     }
     clients.push(client_with_timeout(proxy.url(), timeout).await);
     let clients = Arc::new(clients);
-    let ledger = Ledger::new(STORM_KEYS);
+    let ledger = StormLedger::new(STORM_KEYS);
     let stop = Arc::new(AtomicBool::new(false));
     let rounds = Arc::new(AtomicUsize::new(0));
     let granted = Arc::new(AtomicUsize::new(0));
@@ -347,7 +236,7 @@ async fn big_renewal_batches_and_extends_under_stalls_never_overlap_another_hold
     let keys: Arc<Vec<String>> = Arc::new((0..WD_KEYS).map(|i| format!("wd:{i}")).collect());
     let held: Arc<Vec<Mutex<Option<LockGuard>>>> =
         Arc::new((0..WD_KEYS).map(|_| Mutex::new(None)).collect());
-    let ledger = Ledger::new(WD_KEYS);
+    let ledger = StormLedger::new(WD_KEYS);
     let stop = Arc::new(AtomicBool::new(false));
     let (a_grants, b_grants, extends) = (
         Arc::new(AtomicUsize::new(0)),
@@ -398,7 +287,7 @@ async fn big_renewal_batches_and_extends_under_stalls_never_overlap_another_hold
                 for (k, answer) in join_all(tries).await {
                     let Ok(g) = answer else { continue };
                     grants.fetch_add(1, Ordering::Relaxed);
-                    if ledger.inside[k].load(Ordering::SeqCst) != 0 {
+                    if ledger.is_inside(k) {
                         ledger.violation(format!("A was granted key {k} while B is inside"));
                     }
                     ledger.fence(k, "A", g.fencing_token());
@@ -895,7 +784,7 @@ async fn releases_resent_after_a_killed_connection_are_not_reported_lost() {
     let timeout = Duration::from_secs(1);
     let a = client_with_timeout(server.url(), timeout).await;
     let b = client_with_timeout(server.url(), timeout).await;
-    let ledger = Ledger::new(8);
+    let ledger = StormLedger::new(8);
     let stop = Arc::new(AtomicBool::new(false));
     let (releases, lost) = (
         Arc::new(AtomicUsize::new(0)),

@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distlock::{HeldLock, LockGuard};
-use distlock_tests::attack::{debug_sleep, lost_before, panics, seed, watch_panics};
+use distlock_tests::attack::{
+    Fault, debug_sleep, fault_thread, lost_before, panics, seed, watch_panics,
+};
 use distlock_tests::fuzz::rng::Rng;
-use distlock_tests::{RedisServer, TcpProxy, client_with_timeout};
+use distlock_tests::{RedisServer, StormLedger, TcpProxy, client_with_timeout};
 use futures_util::future::join_all;
 
 const MS: Duration = Duration::from_millis(1);
@@ -236,67 +238,33 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
     let held: Arc<Vec<Slot>> = Arc::new((0..STORM_KEYS).map(|_| Mutex::new(None)).collect());
     let b_grants_per_key: Arc<Vec<AtomicUsize>> =
         Arc::new((0..STORM_KEYS).map(|_| AtomicUsize::new(0)).collect());
-    let last_fence: Arc<Vec<Mutex<u64>>> =
-        Arc::new((0..STORM_KEYS).map(|_| Mutex::new(0)).collect());
-    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let ledger = StormLedger::new(STORM_KEYS);
     let stop = Arc::new(AtomicBool::new(false));
     let counters: Arc<[AtomicUsize; 5]> = Arc::new(Default::default()); // a grants, b grants, extends, releases, faults
 
-    let fence = {
-        let (last_fence, violations) = (last_fence.clone(), violations.clone());
-        move |k: usize, who: &str, f: u64| {
-            let mut last = last_fence[k].lock().unwrap();
-            if f <= *last {
-                violations
-                    .lock()
-                    .unwrap()
-                    .push(format!("key {k}: {who} got fence {f} after {}", *last));
-            }
-            *last = f;
-        }
-    };
-
-    let faults = {
-        let (server, stop, counters) = (server.clone(), stop.clone(), counters.clone());
-        std::thread::spawn(move || {
-            let mut rng = Rng::derive(seed, &[0xfa]);
-            let mut conn = server.conn();
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(rng.millis(150, 450));
-                counters[4].fetch_add(1, Ordering::Relaxed);
-                let ok = match rng.below(3) {
-                    0 => {
-                        server.pause();
-                        std::thread::sleep(rng.millis(50, 400));
-                        server.resume();
-                        true
-                    }
-                    1 => redis::cmd("DEBUG")
-                        .arg("SLEEP")
-                        .arg(rng.range(50, 300) as f64 / 1000.0)
-                        .query::<()>(&mut conn)
-                        .is_ok(),
-                    _ => distlock_tests::kill_clients(&mut conn).is_ok(),
-                };
-                if !ok {
-                    conn = server.conn();
-                }
-            }
-            server.resume();
-        })
-    };
+    let faults = fault_thread(
+        server.clone(),
+        None,
+        stop.clone(),
+        seed,
+        (150, 450),
+        vec![
+            (Fault::Pause(50, 400), 1),
+            (Fault::Sleep(50, 300), 1),
+            (Fault::Kill, 1),
+        ],
+    );
 
     // A: keep every key held; let go of some at random.
     let a_task = {
-        let (a, keys, held, stop, counters, violations, bgk, fence) = (
+        let (a, keys, held, stop, counters, ledger, bgk) = (
             a.clone(),
             keys.clone(),
             held.clone(),
             stop.clone(),
             counters.clone(),
-            violations.clone(),
+            ledger.clone(),
             b_grants_per_key.clone(),
-            fence.clone(),
         );
         tokio::spawn(async move {
             let mut rng = Rng::derive(seed, &[2]);
@@ -317,8 +285,7 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
                 // key B was granted while the guard lived is a violation.
                 let lets = letting_go.into_iter().map(|(k, (g, b_before))| {
                     let how = rng.below(3);
-                    let (violations, bgk, counters) =
-                        (violations.clone(), bgk.clone(), counters.clone());
+                    let (ledger, bgk, counters) = (ledger.clone(), bgk.clone(), counters.clone());
                     async move {
                         counters[3].fetch_add(1, Ordering::Relaxed);
                         let fence = g.fencing_token();
@@ -335,13 +302,10 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
                         };
                         let took = t0.elapsed();
                         if took > 2 * timeout + 500 * MS {
-                            violations
-                                .lock()
-                                .unwrap()
-                                .push(format!("a release of key {k} took {took:?}"));
+                            ledger.violation(format!("a release of key {k} took {took:?}"));
                         }
                         if matches!(answer, Some(Ok(()))) && b_at_let != b_before {
-                            violations.lock().unwrap().push(format!(
+                            ledger.violation(format!(
                                 "key {k}: A's release (fence {fence}) answered Ok although B \
                                  was granted the key while A's guard lived"
                             ));
@@ -366,7 +330,7 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
                 for (k, answer) in join_all(tries).await {
                     let Ok(g) = answer else { continue };
                     counters[0].fetch_add(1, Ordering::Relaxed);
-                    fence(k, "A", g.fencing_token());
+                    ledger.fence(k, "A", g.fencing_token());
                     let b_now = bgk[k].load(Ordering::SeqCst) as u64;
                     *held[k].lock().unwrap() = Some((g, b_now));
                 }
@@ -424,15 +388,14 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
     // B: one-try acquires of random keys; on a grant, A must not believe it holds the key.
     let b_tasks: Vec<_> = (0..4)
         .map(|task| {
-            let (b, keys, held, stop, counters, violations, bgk, fence) = (
+            let (b, keys, held, stop, counters, ledger, bgk) = (
                 b.clone(),
                 keys.clone(),
                 held.clone(),
                 stop.clone(),
                 counters.clone(),
-                violations.clone(),
+                ledger.clone(),
                 b_grants_per_key.clone(),
-                fence.clone(),
             );
             tokio::spawn(async move {
                 let mut rng = Rng::derive(seed, &[4, task as u64]);
@@ -444,7 +407,7 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
                         if let Some((ga, _)) = held[k].lock().unwrap().as_ref()
                             && ga.is_held()
                         {
-                            violations.lock().unwrap().push(format!(
+                            ledger.violation(format!(
                                 "B was granted key {k} (fence {}) while A's guard (fence {}) \
                                  believes it holds it for {:?} more",
                                 g.fencing_token(),
@@ -452,7 +415,7 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
                                 ga.remaining()
                             ));
                         }
-                        fence(k, "B", g.fencing_token());
+                        ledger.fence(k, "B", g.fencing_token());
                         tokio::time::sleep(rng.millis(0, 2)).await;
                         let _ = g.release().await;
                     } else {
@@ -468,14 +431,15 @@ async fn hundreds_of_short_leases_with_mixed_holds_under_stalls_never_overlap() 
     for t in b_tasks {
         t.await.unwrap();
     }
-    faults.join().unwrap();
+    let injected: usize = faults.join().unwrap().iter().sum();
+    counters[4].store(injected, Ordering::Relaxed);
     server.resume();
     let c: Vec<usize> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     println!("A grants, B grants, extends, lets go, faults: {c:?}");
     for slot in held.iter() {
         drop(slot.lock().unwrap().take());
     }
-    let violations = violations.lock().unwrap().clone();
+    let violations = ledger.violations();
     assert!(
         violations.is_empty() && panics().is_empty(),
         "seed {seed}\n{} violations: {:#?}\npanics: {:#?}",
