@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distlock::{LockClient, LockGuard};
-use distlock_tests::attack::{panics, seed, watch_panics};
+use distlock_tests::attack::{not_free, panics, seed, watch_panics};
 use distlock_tests::fuzz::deploy::{Deployment, Kind, admin};
 use distlock_tests::fuzz::rng::Rng;
 use distlock_tests::{RedisCluster, RedisServer, client_with_timeout};
@@ -369,13 +369,14 @@ async fn redlock_short_leases_with_extends_survive_a_frozen_then_a_restarted_nod
         .build()
         .await
         .unwrap();
-    let mut held = Vec::new();
-    for i in 0..40 {
-        let key = format!("rl:{i}");
-        if let Err(e) = b.lock(key.as_str()).wait(Duration::from_millis(500)).await {
-            held.push(format!("{key}: {e}"));
-        }
-    }
+    let keys: Vec<String> = (0..40).map(|i| format!("rl:{i}")).collect();
+    let held = not_free(&b, &keys, Duration::from_millis(500)).await;
+    all_kept_and_free(&bad, &held);
+}
+
+/// No panic, no holder lost or failed (`bad`), no key left held after every holder let go
+/// (`held`).
+fn all_kept_and_free(bad: &[String], held: &[String]) {
     assert!(panics().is_empty(), "panics: {:?}", panics());
     assert!(
         bad.is_empty(),
@@ -455,27 +456,7 @@ async fn cluster_short_leases_with_extends_survive_slot_migrations() {
             bad.push(format!("{key}: {log:?}"));
         }
     }
-    let mut held = Vec::new();
-    for i in 0..24 {
-        let key = format!("cl:{i}");
-        if let Err(e) = client
-            .lock(key.as_str())
-            .wait(Duration::from_millis(500))
-            .await
-        {
-            held.push(format!("{key}: {e}"));
-        }
-    }
-    assert!(panics().is_empty(), "panics: {:?}", panics());
-    assert!(
-        bad.is_empty(),
-        "{} holders lost or failed:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
-    assert!(
-        held.is_empty(),
-        "left held after every holder released:\n{}",
-        held.join("\n")
-    );
+    let keys: Vec<String> = (0..24).map(|i| format!("cl:{i}")).collect();
+    let held = not_free(&client, &keys, Duration::from_millis(500)).await;
+    all_kept_and_free(&bad, &held);
 }
