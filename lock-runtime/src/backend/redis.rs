@@ -15,7 +15,7 @@ use super::link::Link;
 use super::notices::{Event, Notices, Subscriber};
 #[cfg(feature = "cluster")]
 use super::script::RELEASE;
-use super::script::{ACQUIRE, FORCE_RELEASE, LEAVE, RENEW, handoff_args, millis};
+use super::script::{ACQUIRE, FORCE_RELEASE, LEAVE, PUT_BACK, RENEW, handoff_args, millis};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -222,52 +222,51 @@ impl RedisBackend {
             .await
     }
 
-    /// The values stored at `keys`, in their order (`None` where a key is missing or holds
-    /// something else than a string), one pipeline.
-    pub(crate) async fn values(&self, keys: &[String]) -> Result<Vec<Option<String>>, LockError> {
+    /// The values stored at `keys` and when each runs out (unix ms, `PEXPIRETIME`), in their
+    /// order, one pipeline; `None` where a key is missing, holds something else than a
+    /// string, or has no end.
+    pub(crate) async fn values_and_ends(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<(String, u64)>>, LockError> {
         self.on_conn(|mut conn| async move {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for key in keys {
-                pipe.cmd("GET").arg(key);
+                pipe.cmd("GET").arg(key).cmd("PEXPIRETIME").arg(key);
             }
             let replies: Vec<redis::Value> = pipe
                 .query_async(&mut conn)
                 .await
                 .map_err(LockError::from_redis)?;
             Ok(replies
-                .iter()
-                .map(|v| {
-                    redis::from_redis_value_ref::<Option<String>>(v)
+                .chunks(2)
+                .map(|pair| {
+                    let value = redis::from_redis_value_ref::<Option<String>>(&pair[0])
                         .ok()
-                        .flatten()
+                        .flatten()?;
+                    let end = redis::from_redis_value_ref::<i64>(pair.get(1)?).ok()?;
+                    Some((value, u64::try_from(end).ok()?))
                 })
                 .collect())
         })
         .await
     }
 
-    /// `SET key value NX PX lease` for each copy, one pipeline: a copy lands only where its
-    /// key holds nothing at all (never over a holder, a tombstone or a reservation).
-    pub(crate) async fn place(
-        &self,
-        copies: &[(String, String, Duration)],
-    ) -> Result<(), LockError> {
+    /// Puts Redlock leases back on this node (`scripts/put_back.lua`): each `(key, value,
+    /// end)` where the key holds nothing or another token's tombstone, until `end` (unix ms).
+    pub(crate) async fn put_back(&self, copies: &[(String, String, u64)]) -> Result<(), LockError> {
+        let keys: Vec<&str> = copies.iter().map(|(key, _, _)| key.as_str()).collect();
+        let ends: Vec<String> = copies.iter().map(|(_, _, end)| end.to_string()).collect();
+        let args: Vec<&str> = copies
+            .iter()
+            .zip(&ends)
+            .flat_map(|((_, value, _), end)| [value.as_str(), end.as_str()])
+            .collect();
+        let (keys, args) = (&keys, &args);
         self.on_conn(|mut conn| async move {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for (key, value, lease) in copies {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(*lease))
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(LockError::from_redis)
+            let _put: Vec<i64> = PUT_BACK.call(&mut conn, keys, args).await?;
+            Ok(())
         })
         .await
     }

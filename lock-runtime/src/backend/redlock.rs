@@ -144,57 +144,50 @@ impl RedlockBackend {
     }
 
     /// Puts leases a majority just renewed back on the nodes that answered they do not hold
-    /// them (a node frozen past the lease, or restarted empty), in the background: each
-    /// lease's value is read from a node that renewed it and set where its key holds nothing
-    /// at all. Otherwise a lease that lost a copy lives on a bare majority, and the next
-    /// minority fault would take it. Safe because it only adds copies of a lease a majority
-    /// holds now (so no other client can hold a majority), and a copy never replaces another
-    /// value: a tombstone, a reservation or another client's copy stays. A copy put back just
-    /// after its lease was released (on a node where the release found nothing) is a minority
-    /// copy that runs out by itself.
-    fn put_back(&self, leases: Vec<PutBack>) {
-        if leases.is_empty() {
-            return;
-        }
-        let nodes = self.nodes.clone();
-        let timeout = self.command_timeout;
-        tokio::spawn(async move {
-            let mut sources: Vec<usize> = leases.iter().map(|l| l.from).collect();
-            sources.sort_unstable();
-            sources.dedup();
-            for from in sources {
-                let leases: Vec<&PutBack> = leases.iter().filter(|l| l.from == from).collect();
-                let keys: Vec<String> = leases.iter().map(|l| l.key.clone()).collect();
-                let source = &nodes[from];
-                let Ok(values) = within(timeout, source, source.values(&keys)).await else {
+    /// them (a node frozen past the lease, one restarted empty, a key deleted or evicted):
+    /// each lease's value and end are read from a node that renewed it, and written where the
+    /// key holds nothing or another token's tombstone (`scripts/put_back.lua`), to run out
+    /// when that copy does. Otherwise a lease that lost a copy lives on a bare majority, and
+    /// the next minority fault takes it. Safe because it only adds copies of a lease a
+    /// majority holds now (so no other client can hold a majority), never over a live lock or
+    /// the lease's own tombstone, and never past the copied lease's end. Awaited by the
+    /// renewal (each step within `per_node`), so that the caller's next command on a node
+    /// comes after it.
+    async fn put_back(&self, leases: Vec<PutBack>, per_node: Duration) {
+        let mut sources: Vec<usize> = leases.iter().map(|l| l.from).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        for from in sources {
+            let leases: Vec<&PutBack> = leases.iter().filter(|l| l.from == from).collect();
+            let keys: Vec<String> = leases.iter().map(|l| l.key.clone()).collect();
+            let source = &self.nodes[from];
+            let Ok(read) = within(per_node, source, source.values_and_ends(&keys)).await else {
+                continue;
+            };
+            let mut copies: Vec<Vec<(String, String, u64)>> = vec![Vec::new(); self.nodes.len()];
+            for (lease, read) in leases.iter().zip(read) {
+                // Still this lease's lock on the source (it may have been released since).
+                let Some((value, end)) = read.filter(|(value, _)| {
+                    parse_stored(value, None).is_some_and(|s| s.token == lease.token.as_str())
+                }) else {
                     continue;
                 };
-                let mut copies: Vec<Vec<(String, String, Duration)>> =
-                    vec![Vec::new(); nodes.len()];
-                for (lease, value) in leases.iter().zip(values) {
-                    // Still this lease's value on the source (it may have been released since).
-                    let Some(value) = value.filter(|v| {
-                        parse_stored(v, None).is_some_and(|s| s.token == lease.token.as_str())
-                    }) else {
-                        continue;
-                    };
-                    for &to in &lease.to {
-                        copies[to].push((lease.key.clone(), value.clone(), lease.lease));
-                    }
+                for &to in &lease.to {
+                    copies[to].push((lease.key.clone(), value.clone(), end));
                 }
-                join_all(
-                    copies
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| !c.is_empty())
-                        .map(|(to, c)| {
-                            let node = &nodes[to];
-                            within(timeout, node, node.place(c))
-                        }),
-                )
-                .await;
             }
-        });
+            join_all(
+                copies
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| !c.is_empty())
+                    .map(|(to, c)| {
+                        let node = &self.nodes[to];
+                        within(per_node, node, node.put_back(c))
+                    }),
+            )
+            .await;
+        }
     }
 
     /// What every node stores for `key` (in node order): its lock, none, or why it could not
@@ -425,7 +418,6 @@ impl Deployment for RedlockBackend {
                         put_back.push(PutBack {
                             key: batch[i].key.to_owned(),
                             token: batch[i].token.clone(),
-                            lease: batch[i].ttl,
                             from: yes[0],
                             to: no,
                         });
@@ -438,7 +430,9 @@ impl Deployment for RedlockBackend {
                 }
             })
             .collect();
-        self.put_back(put_back);
+        if !put_back.is_empty() {
+            self.put_back(put_back, per_node).await;
+        }
         Ok(renewed)
     }
 
@@ -678,7 +672,6 @@ async fn within<T>(
 struct PutBack {
     key: String,
     token: Token,
-    lease: Duration,
     /// A node that renewed it, to read its value from.
     from: usize,
     /// The nodes that answered they do not hold it.

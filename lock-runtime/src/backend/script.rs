@@ -16,6 +16,7 @@ pub(crate) static RELEASE: Lua = Lua::new(include_str!("scripts/release.lua"));
 pub(crate) static RENEW: Lua = Lua::new(include_str!("scripts/renew.lua"));
 pub(crate) static LEAVE: Lua = Lua::new(include_str!("scripts/leave.lua"));
 pub(crate) static FORCE_RELEASE: Lua = Lua::new(include_str!("scripts/force_release.lua"));
+pub(crate) static PUT_BACK: Lua = Lua::new(include_str!("scripts/put_back.lua"));
 /// Acquires and releases in one call: the two scripts above, unchanged, as functions.
 pub(crate) static BATCH: Lua = Lua::new(concat!(
     "local function acquire(KEYS, ARGV)\n",
