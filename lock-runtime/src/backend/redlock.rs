@@ -152,7 +152,7 @@ impl RedlockBackend {
     /// majority holds now (so no other client can hold a majority), never over a live lock or
     /// the lease's own tombstone, and never past the copied lease's end. Awaited by the
     /// renewal (each step within `per_node`), so that the caller's next command on a node
-    /// comes after it.
+    /// comes after it. A node older than Redis 7 (no `PEXPIRETIME`) is not copied from.
     async fn put_back(&self, leases: Vec<PutBack>, per_node: Duration) {
         let mut sources: Vec<usize> = leases.iter().map(|l| l.from).collect();
         sources.sort_unstable();
