@@ -43,6 +43,18 @@ struct Table {
     next_wake: Option<Instant>,
 }
 
+impl Table {
+    /// Whether the task must be woken to look at the table by `due`: true when it planned to
+    /// look later (or not at all), and `due` is then its next look.
+    fn look_by(&mut self, due: Instant) -> bool {
+        let wake = self.next_wake.is_none_or(|w| due < w);
+        if wake {
+            self.next_wake = Some(due);
+        }
+        wake
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     lease: Arc<Lease>,
@@ -50,6 +62,16 @@ struct Entry {
     next_renew: Instant,
     /// In a round of renewals that has not answered for it yet: later sweeps leave it out.
     in_round: bool,
+}
+
+/// When a lease is renewed next after a renewal or an extension sent at `sent` for `ttl`
+/// ended with `outcome`: a third of the new lease on when granted; soon when the outcome is
+/// unknown (retried until the deadline says otherwise) or the lease is gone.
+fn next_renew(outcome: Outcome, sent: Instant, ttl: Duration) -> Instant {
+    match outcome {
+        Outcome::Granted => sent + ttl / 3,
+        Outcome::Unknown | Outcome::NotHeld => Instant::now() + retry_pause(ttl),
+    }
 }
 
 /// How soon a lease of `ttl` is renewed again after a renewal (or extension) whose outcome is
@@ -139,10 +161,12 @@ impl Watchdog {
             let Some(e) = table.entries.get_mut(&id) else {
                 return;
             };
-            e.next_renew = match outcome {
-                Outcome::Granted => sent + ttl / 3,
-                Outcome::Unknown | Outcome::NotHeld => Instant::now() + retry_pause(e.lease.ttl()),
+            let ttl = match outcome {
+                Outcome::Granted => ttl,
+                // It may still be on the lease before the extension.
+                Outcome::Unknown | Outcome::NotHeld => e.lease.ttl(),
             };
+            e.next_renew = next_renew(outcome, sent, ttl);
             e.next_renew
         };
         self.woken(next_renew);
@@ -150,14 +174,7 @@ impl Watchdog {
 
     /// Wakes the task if it sleeps past `due`.
     fn woken(&self, due: Instant) {
-        let wake = {
-            let mut table = self.shared.table();
-            let wake = table.next_wake.is_none_or(|w| due < w);
-            if wake {
-                table.next_wake = Some(due);
-            }
-            wake
-        };
+        let wake = self.shared.table().look_by(due);
         if wake {
             self.shared.wake.notify_one();
         }
@@ -228,25 +245,21 @@ impl Shared {
             };
             e.in_round = false;
             match outcome {
-                Outcome::Granted => e.next_renew = sent + d.ttl / 3,
+                Outcome::Granted => {}
                 Outcome::NotHeld => {
                     table.entries.remove(&d.id);
                     continue;
                 }
-                // Try again soon, until the deadline says otherwise.
-                Outcome::Unknown => {
-                    d.lease.renewal_failed();
-                    e.next_renew = Instant::now() + retry_pause(d.ttl);
-                }
+                Outcome::Unknown => d.lease.renewal_failed(),
             }
+            e.next_renew = next_renew(outcome, sent, d.ttl);
             earliest = Some(earliest.map_or(e.next_renew, |t| t.min(e.next_renew)));
         }
         // Wake the task only if one of these is due before it planned to look again: once a
         // round, not once a chunk (a sweep reads the whole table).
         if let Some(due) = earliest
-            && table.next_wake.is_none_or(|w| due < w)
+            && table.look_by(due)
         {
-            table.next_wake = Some(due);
             self.wake.notify_one();
         }
     }
@@ -256,10 +269,22 @@ impl Shared {
     /// early: later sweeps consider them again.
     fn left_out(&self, ids: impl IntoIterator<Item = u64>) {
         let mut table = self.table();
+        let mut earliest: Option<Instant> = None;
         for id in ids {
             if let Some(e) = table.entries.get_mut(&id) {
                 e.in_round = false;
+                // An extension that ended meanwhile woke a sweep that skipped this lease (it
+                // was in the round): look again by its renewal. One still in flight (its
+                // permit taken) wakes the task itself when it ends.
+                if e.lease.try_command().is_some() {
+                    earliest = Some(earliest.map_or(e.next_renew, |t| t.min(e.next_renew)));
+                }
             }
+        }
+        if let Some(due) = earliest
+            && table.look_by(due)
+        {
+            self.wake.notify_one();
         }
     }
 }
@@ -435,5 +460,71 @@ struct RoundEnd<'a> {
 impl Drop for RoundEnd<'_> {
     fn drop(&mut self) {
         self.shared.left_out(std::mem::take(&mut self.ids));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{Grant, Holds};
+    use crate::token::Token;
+
+    /// A table with one lease in a round, due now, and the task planning to look in an hour.
+    fn in_a_round() -> (Shared, Arc<Lease>) {
+        let ttl = Duration::from_secs(30);
+        let lease = Arc::new(Lease::granted(
+            "k".into(),
+            "p:k".into(),
+            Token::generate().unwrap(),
+            1,
+            Grant {
+                ttl,
+                sent: Instant::now(),
+                lease: ttl,
+            },
+            Holds::default(),
+        ));
+        let shared = Shared::default();
+        {
+            let mut table = shared.table();
+            table.entries.insert(
+                7,
+                Entry {
+                    lease: lease.clone(),
+                    renew: true,
+                    next_renew: Instant::now(),
+                    in_round: true,
+                },
+            );
+            table.next_wake = Some(Instant::now() + Duration::from_secs(3600));
+        }
+        (shared, lease)
+    }
+
+    async fn woken(shared: &Shared) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), shared.wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_lease_left_out_of_a_round_after_its_extension_ended_wakes_the_task() {
+        // The extension that held its permit ended (and its wake found the lease in the
+        // round): nothing else would look at it before its deadline.
+        let (shared, _lease) = in_a_round();
+        shared.left_out([7]);
+        assert!(!shared.table().entries[&7].in_round);
+        assert!(woken(&shared).await, "the task looks again");
+        assert!(shared.table().next_wake <= Some(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_lease_left_out_while_its_extension_is_in_flight_waits_for_it() {
+        // The extension wakes the task when it ends; waking now would only find it due again.
+        let (shared, lease) = in_a_round();
+        let _extension = lease.command().await;
+        shared.left_out([7]);
+        assert!(!shared.table().entries[&7].in_round);
+        assert!(!woken(&shared).await, "no wake while the extension is out");
     }
 }

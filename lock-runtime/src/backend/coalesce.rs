@@ -16,11 +16,13 @@
 //! of an acquire whose caller went away (dropped, or timed out) before the answer: sent at
 //! once, it could land before the acquire. So the coalescer itself releases such an acquire
 //! once its call is answered, when the answer says it acquired (or the call failed and it may
-//! have), in a later call; the lock is never left behind. This rests on one rule for callers:
+//! have), in a later call, so the release never lands before its acquire (should that
+//! release itself fail, the lock lasts until its lease runs out). This rests on one rule for
+//! callers:
 //! a token whose acquire was given up is never sent in another acquire (that one could be
 //! answered "acquired" as a replay, then released by the copy owed for the first). A request
 //! that fails gives its token up for good; Sentinel sends an operation again only to a new
-//! primary, where the owed release cannot reach.
+//! server, where the owed release cannot reach.
 //!
 //! Each operation keeps its own outcome: the batch script runs each under `pcall`, and the
 //! reply is read without turning one operation's error entry into an error for all.

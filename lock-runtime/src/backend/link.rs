@@ -1,6 +1,7 @@
 //! The connection to one Redis server: a multiplexed, auto-reconnecting connection manager,
 //! replaced when it breaks for good, and the rule every command on it follows (bounded by the
-//! command timeout, tried once more on a dropped connection).
+//! command timeout, tried again after a short, growing pause while its connection is
+//! dropped).
 
 use std::time::Duration;
 

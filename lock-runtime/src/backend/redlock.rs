@@ -151,8 +151,11 @@ impl RedlockBackend {
     /// the next minority fault takes it. Safe because it only adds copies of a lease a
     /// majority holds now (so no other client can hold a majority), never over a live lock or
     /// the lease's own tombstone, and never past the copied lease's end. Awaited by the
-    /// renewal (each step within `per_node`), so that the caller's next command on a node
-    /// comes after it. A node older than Redis 7 (no `PEXPIRETIME`) is not copied from.
+    /// renewal (each step within `per_node`), so that the caller's next command on the lease
+    /// comes after it. A release does not wait for a renewal in flight, so a copy may land
+    /// just after it on a node where the release found nothing: a minority copy that runs
+    /// out with the lease it copied. A node older than Redis 7 (no `PEXPIRETIME`) is not
+    /// copied from.
     async fn put_back(&self, leases: Vec<PutBack>, per_node: Duration) {
         let mut sources: Vec<usize> = leases.iter().map(|l| l.from).collect();
         sources.sort_unstable();

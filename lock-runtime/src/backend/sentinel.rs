@@ -108,10 +108,11 @@ impl SentinelBackend {
     /// Runs `op` on the primary; when it fails the way a failover makes things fail, follows
     /// the primary and, if it moved, runs it once more on the new one.
     ///
-    /// Not again on the same primary: its failure was its own (a timeout, a dropped
-    /// connection the link already retried), and the first copy may still land there. Sent
-    /// again with the same token, an acquire would then race the release owed for that first
-    /// copy (its caller, this call, went away) and could be released under its holder.
+    /// Not again on the same primary, nor on the same server reached anew (the primary moved
+    /// away and back): its failure was its own (a timeout, a dropped connection the link
+    /// already retried), and the first copy may still land there. Sent again with the same
+    /// token, an acquire would then race the release owed for that first copy (its caller,
+    /// this call, went away) and could be released under its holder.
     async fn on_primary<T, F, Fut>(&self, op: F) -> Result<T, LockError>
     where
         F: Fn(Arc<RedisBackend>) -> Fut,
@@ -121,7 +122,7 @@ impl SentinelBackend {
         match op(node.clone()).await {
             Err(err) if failover_symptom(&err) => {
                 let next = self.primary.follow(&node).await?;
-                if Arc::ptr_eq(&next, &node) {
+                if Arc::ptr_eq(&next, &node) || next.url() == node.url() {
                     return Err(err);
                 }
                 op(next).await
