@@ -31,10 +31,10 @@ use super::deployment::{
 };
 use super::notices::{Event, Notices, Subscriber};
 use super::redis::{
-    acquire_on, force_release_on, inspect_on, leave_on, parse_attempt, parse_reads, parse_scan,
+    acquire_on, force_release_on, inspect_on, leave_on, parse_reads, parse_scan,
     read_locks_pipeline, release_on, renew_on, scan_command,
 };
-use super::script::millis;
+use super::script::{millis, parse_attempt};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;

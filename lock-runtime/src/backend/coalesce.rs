@@ -14,14 +14,13 @@
 //! harmless for operations that are concurrent anyway; operations of one lock that follow one
 //! another are sent only after the one before was answered. The one exception is the release
 //! of an acquire whose caller went away (dropped, or timed out) before the answer: sent at
-//! once, it could land before the acquire. So the coalescer itself releases such an acquire
-//! once its call is answered, when the answer says it acquired (or the call failed and it may
-//! have), in a later call, so the release never lands before its acquire (should that
-//! release itself fail, the lock lasts until its lease runs out). This rests on one rule for
-//! callers:
-//! a token whose acquire was given up is never sent in another acquire (that one could be
-//! answered "acquired" as a replay, then released by the copy owed for the first). A request
-//! that fails gives its token up for good; Sentinel sends an operation again only to a new
+//! once, it could land before the acquire. So the coalescer itself releases such an acquire,
+//! in a later call once its call is answered, unless the answer says it was busy: the
+//! release never lands before its acquire (should that release itself fail, the lock lasts
+//! until its lease runs out). This rests on one rule for callers: a token whose acquire was
+//! given up is never sent in another acquire (that one could be answered "acquired" as a
+//! replay, then released by the copy owed for the first). A request that fails gives its
+//! token up for good; Sentinel sends an operation again only to a new primary on another
 //! server, where the owed release cannot reach.
 //!
 //! Each operation keeps its own outcome: the batch script runs each under `pcall`, and the
@@ -33,8 +32,9 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::deployment::Attempt;
 use super::link::Link;
-use super::script::{BATCH, handoff_args};
+use super::script::{BATCH, handoff_args, parse_attempt};
 use crate::{BackendErrorKind, LockError};
 
 /// The most operations one call carries: each costs the server a few microseconds, so a
@@ -238,21 +238,23 @@ async fn send(link: Arc<Link>, batch: Vec<Queued>) -> Vec<Queued> {
     owed
 }
 
-/// The release owed for `op` when its caller went away before `answer`: an acquire that
-/// acquired, or whose call failed (it may have landed). Nobody waits for the release's answer.
+/// The release owed for `op` when its caller went away before `answer`: an acquire that did
+/// not plainly answer "busy" (it acquired, or its call or script failed and it may have).
+/// Nobody waits for the release's answer.
 fn owed_release(op: Op, answer: &Result<Answer, LockError>) -> Option<Queued> {
     let Op::Acquire { key, token, .. } = op else {
         return None;
     };
-    let acquired = match answer {
+    // Owed unless the answer says plainly that it did not acquire: a release by token of a
+    // lock it does not hold changes nothing.
+    let busy = match answer {
         Ok(Answer {
             value: redis::Value::Array(reply),
             ..
-        }) => matches!(reply.first(), Some(redis::Value::Int(1))),
-        Ok(_) => false,
-        Err(_) => true,
+        }) => matches!(parse_attempt(reply, &key), Ok(Attempt::Busy { .. })),
+        Ok(_) | Err(_) => false,
     };
-    if !acquired {
+    if busy {
         return None;
     }
     tracing::debug!(%key, "an acquire's caller went away before its answer; releasing it");

@@ -15,7 +15,9 @@ use super::link::Link;
 use super::notices::{Event, Notices, Subscriber};
 #[cfg(feature = "cluster")]
 use super::script::RELEASE;
-use super::script::{ACQUIRE, FORCE_RELEASE, LEAVE, PUT_BACK, RENEW, handoff_args, millis};
+use super::script::{
+    ACQUIRE, FORCE_RELEASE, LEAVE, PUT_BACK, RENEW, handoff_args, millis, parse_attempt,
+};
 use crate::info::LockInfo;
 use crate::key::redact_url;
 use crate::token::Token;
@@ -638,33 +640,6 @@ pub(crate) async fn read_locks_on<C: ConnectionLike>(
         .await
         .map_err(LockError::from_redis)?;
     parse_reads(keys, &replies)
-}
-
-/// Reads the acquire script's reply (see `scripts/acquire.lua`).
-pub(crate) fn parse_attempt(reply: &[redis::Value], user_key: &str) -> Result<Attempt, LockError> {
-    let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).ok();
-    match reply {
-        [status, fence, ..] if int(status) == Some(1) => {
-            let fence = redis::from_redis_value_ref::<String>(fence)
-                .ok()
-                .and_then(|f| f.parse().ok())
-                .ok_or_else(|| {
-                    LockError::backend(
-                        BackendErrorKind::Server,
-                        "the acquire script answered without a fence",
-                    )
-                })?;
-            Ok(Attempt::Acquired { fence })
-        }
-        [status, pttl, ..] if int(status) == Some(0) => Ok(Attempt::Busy {
-            pttl: int(pttl)
-                .and_then(|p| u64::try_from(p).ok())
-                .map(Duration::from_millis),
-        }),
-        _ => Err(LockError::KeyConflict {
-            key: user_key.to_owned(),
-        }),
-    }
 }
 
 /// How the library's connection managers are set up: every step bounded by the command

@@ -7,8 +7,8 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, FromRedisValue, ServerErrorKind};
 
-use super::deployment::RESERVATION;
-use crate::LockError;
+use super::deployment::{Attempt, RESERVATION};
+use crate::{BackendErrorKind, LockError};
 
 pub(crate) static ACQUIRE: Lua = Lua::new(include_str!("scripts/acquire.lua"));
 #[cfg(feature = "cluster")]
@@ -126,4 +126,31 @@ pub(crate) fn handoff_args(publish: Option<&str>) -> [String; 3] {
 /// A duration as the scripts and commands take it: whole milliseconds, at least one.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Reads the acquire script's reply (see `scripts/acquire.lua`).
+pub(crate) fn parse_attempt(reply: &[redis::Value], user_key: &str) -> Result<Attempt, LockError> {
+    let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).ok();
+    match reply {
+        [status, fence, ..] if int(status) == Some(1) => {
+            let fence = redis::from_redis_value_ref::<String>(fence)
+                .ok()
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| {
+                    LockError::backend(
+                        BackendErrorKind::Server,
+                        "the acquire script answered without a fence",
+                    )
+                })?;
+            Ok(Attempt::Acquired { fence })
+        }
+        [status, pttl, ..] if int(status) == Some(0) => Ok(Attempt::Busy {
+            pttl: int(pttl)
+                .and_then(|p| u64::try_from(p).ok())
+                .map(Duration::from_millis),
+        }),
+        _ => Err(LockError::KeyConflict {
+            key: user_key.to_owned(),
+        }),
+    }
 }
