@@ -258,7 +258,10 @@ impl LockClient {
     /// only by a store that checks fences.
     ///
     /// On Redlock fences are per node: the fence of any node holding the acquisition names
-    /// it, every node holding it releases it, and true means a majority did.
+    /// it, every node holding it releases it, and true means a majority did. Pass the fence
+    /// [`inspect`](Self::inspect) reports: the holder's own fencing token names it only while
+    /// the node that gave that fence keeps its copy (a copy lost and put back carries another
+    /// node's fence).
     ///
     /// # Examples
     ///

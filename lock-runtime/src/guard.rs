@@ -258,6 +258,8 @@ impl LockGuard {
     /// # Errors
     ///
     /// [`LockError::Lost`] when the lock is no longer ours (the guard then reports lost),
+    /// also when the extension was granted but answered only after the lease it was sent
+    /// under had run out (it cannot be trusted),
     /// [`LockError::InvalidDuration`] for a lease outside 100 ms ..= 30 days, backend
     /// failures (the lease may or may not have been changed: the guard then trusts the
     /// shorter of the two).

@@ -98,6 +98,9 @@ impl Holding {
         pending.settle(outcome);
         reschedule.outcome = outcome;
         match (outcome, renewed) {
+            // Granted, but answered too late to trust: its deadline (from when it was sent)
+            // has passed, and the lease with it.
+            (Outcome::Granted, _) if !self.lease.is_held() => Err(self.lost_error()),
             (Outcome::Granted, _) => Ok(()),
             (Outcome::NotHeld, _) => Err(self.lost_error()),
             (Outcome::Unknown, Err(err)) => Err(err),

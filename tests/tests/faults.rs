@@ -48,6 +48,28 @@ async fn an_answer_later_than_the_lease_is_a_failure_not_a_lock() {
         .unwrap();
 }
 
+/// An extension granted by the server but answered after the lease it was sent under ran
+/// out cannot be trusted: it is `Lost`, never Ok (attack12 found Ok answered that late).
+#[tokio::test]
+async fn an_extension_answered_after_its_lease_ran_out_is_lost_not_ok() {
+    let server = RedisServer::start();
+    let proxy = TcpProxy::start(server.port());
+    let client = client_via(&proxy, Duration::from_secs(5)).await;
+    let guard = client
+        .lock("late")
+        .ttl(Duration::from_secs(5))
+        .watchdog(false)
+        .await
+        .unwrap();
+    proxy.set_latency(Duration::from_millis(150));
+    let err = guard
+        .extend(Duration::from_millis(200))
+        .await
+        .expect_err("answered ~300 ms after it was sent, for a 200 ms lease");
+    assert!(matches!(err, LockError::Lost { .. }), "{err:?}");
+    assert!(!guard.is_held());
+}
+
 #[tokio::test]
 async fn a_blackhole_shorter_than_the_lease_loses_nothing() {
     let server = RedisServer::start();

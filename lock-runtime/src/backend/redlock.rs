@@ -150,47 +150,52 @@ impl RedlockBackend {
     /// when that copy does. Otherwise a lease that lost a copy lives on a bare majority, and
     /// the next minority fault takes it. Safe because it only adds copies of a lease a
     /// majority holds now (so no other client can hold a majority), never over a live lock or
-    /// the lease's own tombstone, and never past the copied lease's end. Awaited by the
-    /// renewal (each step within `per_node`), so that the caller's next command on the lease
-    /// comes after it. A release does not wait for a renewal in flight, so a copy may land
-    /// just after it on a node where the release found nothing: a minority copy that runs
-    /// out with the lease it copied. A node older than Redis 7 (no `PEXPIRETIME`) is not
-    /// copied from.
-    async fn put_back(&self, leases: Vec<PutBack>, per_node: Duration) {
+    /// the lease's own tombstone, and never past the copied lease's end.
+    ///
+    /// Best effort, within `budget` in all (a tenth of the shortest lease at most, so that it
+    /// never makes a renewal answer late): the renewal awaits it, so that the caller's next
+    /// command on the lease usually comes after it; what is not done in time is tried again
+    /// at the next renewal. A copy landing after a release (which does not wait for a renewal
+    /// in flight) on a node where the release found nothing is a minority copy that runs out
+    /// with the lease it copied. A node older than Redis 7 (no `PEXPIRETIME`) is not copied
+    /// from.
+    async fn put_back(&self, leases: Vec<PutBack>, budget: Duration) {
         let mut sources: Vec<usize> = leases.iter().map(|l| l.from).collect();
         sources.sort_unstable();
         sources.dedup();
-        for from in sources {
+        let from_each = sources.into_iter().map(|from| {
             let leases: Vec<&PutBack> = leases.iter().filter(|l| l.from == from).collect();
-            let keys: Vec<String> = leases.iter().map(|l| l.key.clone()).collect();
-            let source = &self.nodes[from];
-            let Ok(read) = within(per_node, source, source.values_and_ends(&keys)).await else {
+            self.put_back_from(from, leases)
+        });
+        let _ = tokio::time::timeout(budget, join_all(from_each)).await;
+    }
+
+    /// [`put_back`](Self::put_back) of the leases read from node `from`.
+    async fn put_back_from(&self, from: usize, leases: Vec<&PutBack>) {
+        let keys: Vec<String> = leases.iter().map(|l| l.key.clone()).collect();
+        let Ok(read) = self.nodes[from].values_and_ends(&keys).await else {
+            return;
+        };
+        let mut copies: Vec<Vec<(String, String, u64)>> = vec![Vec::new(); self.nodes.len()];
+        for (lease, read) in leases.iter().zip(read) {
+            // Still this lease's lock on the source (it may have been released since).
+            let Some((value, end)) = read.filter(|(value, _)| {
+                parse_stored(value, None).is_some_and(|s| s.token == lease.token.as_str())
+            }) else {
                 continue;
             };
-            let mut copies: Vec<Vec<(String, String, u64)>> = vec![Vec::new(); self.nodes.len()];
-            for (lease, read) in leases.iter().zip(read) {
-                // Still this lease's lock on the source (it may have been released since).
-                let Some((value, end)) = read.filter(|(value, _)| {
-                    parse_stored(value, None).is_some_and(|s| s.token == lease.token.as_str())
-                }) else {
-                    continue;
-                };
-                for &to in &lease.to {
-                    copies[to].push((lease.key.clone(), value.clone(), end));
-                }
+            for &to in &lease.to {
+                copies[to].push((lease.key.clone(), value.clone(), end));
             }
-            join_all(
-                copies
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| !c.is_empty())
-                    .map(|(to, c)| {
-                        let node = &self.nodes[to];
-                        within(per_node, node, node.put_back(c))
-                    }),
-            )
-            .await;
         }
+        join_all(
+            copies
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(to, c)| self.nodes[to].put_back(c)),
+        )
+        .await;
     }
 
     /// What every node stores for `key` (in node order): its lock, none, or why it could not
@@ -434,7 +439,7 @@ impl Deployment for RedlockBackend {
             })
             .collect();
         if !put_back.is_empty() {
-            self.put_back(put_back, per_node).await;
+            self.put_back(put_back, self.node_timeout(shortest)).await;
         }
         Ok(renewed)
     }
