@@ -439,7 +439,7 @@ async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
             total.lost += tally.lost;
         }
     }
-    drop(round);
+    round.completed();
     let outcome = if total.unknown > 0 {
         "failed"
     } else if total.lost > 0 {
@@ -450,16 +450,26 @@ async fn renew(shared: Arc<Shared>, backend: Arc<Backend>, due: Vec<Due>) {
     span.record("outcome", outcome);
 }
 
-/// Clears the round mark of a round's leases when the round ends, however it ends (each
-/// chunk already cleared its own; this catches a round dropped part-way).
+/// Clears the round mark of a round's leases when a round is dropped part-way (its task
+/// dropped with the runtime). A round that ran to its end settled every lease chunk by
+/// chunk, and some may be in a newer round by then, whose marks must stay.
 struct RoundEnd<'a> {
     shared: &'a Shared,
     ids: Vec<u64>,
 }
 
+impl RoundEnd<'_> {
+    /// Every chunk was sent and settled.
+    fn completed(mut self) {
+        self.ids.clear();
+    }
+}
+
 impl Drop for RoundEnd<'_> {
     fn drop(&mut self) {
-        self.shared.left_out(std::mem::take(&mut self.ids));
+        if !self.ids.is_empty() {
+            self.shared.left_out(std::mem::take(&mut self.ids));
+        }
     }
 }
 
@@ -516,6 +526,28 @@ mod tests {
         assert!(!shared.table().entries[&7].in_round);
         assert!(woken(&shared).await, "the task looks again");
         assert!(shared.table().next_wake <= Some(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_completed_round_leaves_the_marks_of_a_newer_round_alone() {
+        // Lease 7 was settled by its round and is in a newer one by the time the first ends.
+        let (shared, _lease) = in_a_round();
+        RoundEnd {
+            shared: &shared,
+            ids: vec![7],
+        }
+        .completed();
+        assert!(
+            shared.table().entries[&7].in_round,
+            "still in the newer round"
+        );
+        assert!(!woken(&shared).await);
+        // A round dropped part-way clears what it did not settle.
+        drop(RoundEnd {
+            shared: &shared,
+            ids: vec![7],
+        });
+        assert!(!shared.table().entries[&7].in_round);
     }
 
     #[tokio::test]
