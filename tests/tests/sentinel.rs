@@ -102,7 +102,11 @@ async fn the_client_follows_a_failover_and_acknowledged_locks_survive_it() {
             match follower.lock("fresh").await {
                 Ok(guard) => {
                     let on_new: Option<String> = deployment.replica.cmd(&["GET", "distlock:fresh"]);
-                    guard.release().await.unwrap();
+                    // Taken on the old primary during the switch (this client waits for no
+                    // replica), the lock may be gone with it: the release says so.
+                    if let Err(err) = guard.release().await {
+                        assert!(err.is_lost() || err.is_backend(), "{err}");
+                    }
                     if on_new.is_some_and(|v| v.starts_with('H')) {
                         break;
                     }
