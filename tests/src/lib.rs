@@ -8,6 +8,7 @@
 
 pub mod attack;
 pub mod fuzz;
+pub mod holders;
 mod proxy;
 
 pub use proxy::TcpProxy;

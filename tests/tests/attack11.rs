@@ -21,52 +21,18 @@
 //!   `a_shortened_lease_is_not_lengthened_by_an_earlier_put_back`). Now the copy runs out
 //!   when the copied one does (`PEXPIRETIME`, `SET … PXAT`), and the renewal awaits it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use distlock::{LockClient, LockGuard};
 use distlock_tests::attack::{panics, seed, watch_panics};
 use distlock_tests::fuzz::rng::Rng;
+use distlock_tests::holders::{
+    HolderLedger, HolderPlan, HolderTerms, holders, holders_on_their_own_runtime, pttl, raw,
+    redlock_client, redlock_nodes, token_of,
+};
 use distlock_tests::{RedisServer, TcpProxy};
 
 const MS: Duration = Duration::from_millis(1);
-
-fn nodes(n: usize) -> Vec<RedisServer> {
-    (0..n)
-        .map(|_| {
-            let s = RedisServer::start();
-            s.kept_data_for_an_hour();
-            s
-        })
-        .collect()
-}
-
-async fn client(urls: Vec<String>, quarantine: Duration, timeout: Duration) -> LockClient {
-    LockClient::builder()
-        .redlock(urls)
-        .redlock_quarantine(quarantine)
-        .default_ttl(quarantine)
-        .command_timeout(timeout)
-        .build()
-        .await
-        .expect("a Redlock client")
-}
-
-/// The raw value of `key` on `server` (`None` when missing or unreachable).
-fn raw(server: &RedisServer, key: &str) -> Option<String> {
-    let mut conn = server.conn();
-    redis::cmd("GET").arg(key).query(&mut conn).ok().flatten()
-}
-
-fn pttl(server: &RedisServer, key: &str) -> i64 {
-    server.cmd(&["PTTL", key])
-}
-
-/// The token part of a stored lock value (state byte + 32 hex).
-fn token_of(value: &str) -> &str {
-    &value[1..33]
-}
 
 // ---------------------------------------------------------------------------------------
 // 1. A put-back that lands after the release, on a node frozen in between: the released
@@ -86,12 +52,12 @@ fn token_of(value: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_back_queued_on_a_frozen_node_does_not_resurrect_a_released_lock() {
     watch_panics();
-    let mut servers = nodes(3);
+    let mut servers = redlock_nodes(3);
     let proxy = TcpProxy::start(servers[0].port());
     let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
     let q = Duration::from_secs(3);
-    let a = client(urls.clone(), q, Duration::from_secs(1)).await;
-    let b = client(urls, q, Duration::from_secs(1)).await;
+    let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
+    let b = redlock_client(urls, q, Duration::from_secs(1)).await;
     a.lock("warm").await.unwrap().release().await.unwrap();
     proxy.set_latency(40 * MS);
 
@@ -153,12 +119,12 @@ async fn a_put_back_queued_on_a_frozen_node_does_not_resurrect_a_released_lock()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_key_is_free_with_one_node_down_even_when_a_put_back_raced_the_release() {
     watch_panics();
-    let mut servers = nodes(3);
+    let mut servers = redlock_nodes(3);
     let proxy = TcpProxy::start(servers[0].port());
     let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
     let q = Duration::from_secs(3);
-    let a = client(urls.clone(), q, Duration::from_secs(1)).await;
-    let b = client(urls, q, Duration::from_secs(1)).await;
+    let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
+    let b = redlock_client(urls, q, Duration::from_secs(1)).await;
     a.lock("warm").await.unwrap().release().await.unwrap();
     proxy.set_latency(30 * MS);
 
@@ -197,12 +163,12 @@ async fn a_released_key_is_free_with_one_node_down_even_when_a_put_back_raced_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shortened_lease_is_not_lengthened_by_an_earlier_put_back() {
     watch_panics();
-    let mut servers = nodes(3);
+    let mut servers = redlock_nodes(3);
     let proxy = TcpProxy::start(servers[0].port());
     let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
     let q = Duration::from_secs(3);
-    let a = client(urls.clone(), q, Duration::from_secs(1)).await;
-    let b = client(urls, q, Duration::from_secs(1)).await;
+    let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
+    let b = redlock_client(urls, q, Duration::from_secs(1)).await;
     a.lock("warm").await.unwrap().release().await.unwrap();
     proxy.set_latency(15 * MS);
 
@@ -234,136 +200,14 @@ async fn a_shortened_lease_is_not_lengthened_by_an_earlier_put_back() {
 //    empty), releases racing renewals; a ledger of who believes it holds
 // ---------------------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Ledger {
-    /// Per key: who believes it holds now (worker, guard), the largest fence handed out.
-    inside: HashMap<String, Vec<(usize, Arc<LockGuard>)>>,
-    fences: HashMap<String, u64>,
-    violations: Vec<String>,
-}
-
-fn enter(ledger: &Mutex<Ledger>, key: &str, who: usize, guard: Arc<LockGuard>, t0: Instant) {
-    let mut l = ledger.lock().unwrap();
-    let fence = guard.fencing_token();
-    let now = t0.elapsed();
-    let others: Vec<String> = l
-        .inside
-        .get(key)
-        .into_iter()
-        .flatten()
-        .filter(|(_, g)| g.is_held())
-        .map(|(w, g)| format!("worker {w} (fence {})", g.fencing_token()))
-        .collect();
-    if !others.is_empty() {
-        l.violations.push(format!(
-            "{now:?}: worker {who} took {key} (fence {fence}) while {others:?} still believe they hold it"
-        ));
-    }
-    let last = l.fences.get(key).copied().unwrap_or(0);
-    if fence <= last {
-        l.violations.push(format!(
-            "{now:?}: worker {who} took {key} with fence {fence}, not above {last}"
-        ));
-    }
-    l.fences.insert(key.to_owned(), fence.max(last));
-    l.inside
-        .entry(key.to_owned())
-        .or_default()
-        .push((who, guard));
-}
-
-fn leave(ledger: &Mutex<Ledger>, key: &str, guard: &Arc<LockGuard>) {
-    let mut l = ledger.lock().unwrap();
-    if let Some(v) = l.inside.get_mut(key) {
-        v.retain(|(_, g)| !Arc::ptr_eq(g, guard));
-    }
-}
-
-async fn worker(
-    who: usize,
-    client: Arc<LockClient>,
-    keys: Vec<String>,
-    ledger: Arc<Mutex<Ledger>>,
-    seed: u64,
-    t0: Instant,
-    run: Duration,
-) -> Vec<String> {
-    let mut rng = Rng::derive(seed, &[who as u64]);
-    let mut problems = Vec::new();
-    while t0.elapsed() < run {
-        let key = keys[rng.below(keys.len())].clone();
-        let ttl = rng.millis(300, 1200);
-        let watchdog = rng.chance(80);
-        let wait = rng.millis(0, 800);
-        let attempt = tokio::time::timeout(
-            wait + Duration::from_secs(3),
-            client
-                .lock(key.as_str())
-                .ttl(ttl)
-                .watchdog(watchdog)
-                .wait(wait),
-        )
-        .await;
-        let guard = match attempt {
-            Err(_) => {
-                problems.push(format!(
-                    "{:?}: worker {who}: lock({key}) with wait {wait:?} hung",
-                    t0.elapsed()
-                ));
-                continue;
-            }
-            Ok(Err(_)) => {
-                tokio::time::sleep(rng.millis(5, 50)).await;
-                continue;
-            }
-            Ok(Ok(g)) => Arc::new(g),
-        };
-        enter(&ledger, &key, who, guard.clone(), t0);
-        let hold = rng.millis(20, 1500);
-        let until = Instant::now() + hold;
-        while Instant::now() < until && guard.is_held() {
-            if rng.chance(15) {
-                let to = rng.millis(150, 1200);
-                let ext = guard.extend(to);
-                let _answered = if rng.chance(30) {
-                    tokio::time::timeout(rng.millis(0, 20), ext).await.ok()
-                } else {
-                    match tokio::time::timeout(Duration::from_secs(4), ext).await {
-                        Ok(r) => Some(r),
-                        Err(_) => {
-                            problems.push(format!(
-                                "{:?}: worker {who}: extend({key}) hung",
-                                t0.elapsed()
-                            ));
-                            None
-                        }
-                    }
-                };
-            }
-            tokio::time::sleep(rng.millis(10, 120)).await;
-        }
-        leave(&ledger, &key, &guard);
-        let guard = match Arc::try_unwrap(guard) {
-            Ok(g) => g,
-            Err(_) => continue,
-        };
-        if rng.chance(70) {
-            if tokio::time::timeout(Duration::from_secs(4), guard.release())
-                .await
-                .is_err()
-            {
-                problems.push(format!(
-                    "{:?}: worker {who}: release({key}) hung",
-                    t0.elapsed()
-                ));
-            }
-        } else {
-            drop(guard);
-        }
-        tokio::time::sleep(rng.millis(0, 30)).await;
-    }
-    problems
-}
+/// How the storm's holders behave.
+const TERMS: HolderTerms = HolderTerms {
+    ttl: (300, 1200),
+    watchdog: 80,
+    extend: 15,
+    extend_ttl: (150, 1200),
+    cut: 30,
+};
 
 /// Three nodes, quarantine 1.5 s; five workers (two on a client on a runtime of its own)
 /// over four keys, 12 s. One fault at a time, spaced by more than any lease so a renewal
@@ -379,60 +223,28 @@ fn redlock_put_back_storm_keeps_holders_apart() {
     let seed = seed("ATTACK11_SEED", 11_004);
     let run = Duration::from_secs(12);
     let keys: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
-    let mut servers = nodes(3);
+    let mut servers = redlock_nodes(3);
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     let q = Duration::from_millis(1500);
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let ledger = Arc::new(Mutex::new(HolderLedger::default()));
     let main_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let t0 = Instant::now();
-    // A second client on a runtime of its own (current-thread, on a thread of its own).
-    let other = {
-        let (urls, keys, ledger) = (urls.clone(), keys.clone(), ledger.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let c = Arc::new(client(urls, q, Duration::from_millis(400)).await);
-                let w = (3..5).map(|who| {
-                    tokio::spawn(worker(
-                        who,
-                        c.clone(),
-                        keys.clone(),
-                        ledger.clone(),
-                        seed,
-                        t0,
-                        run,
-                    ))
-                });
-                let mut all = Vec::new();
-                for h in futures_util::future::join_all(w).await {
-                    all.extend(h.unwrap());
-                }
-                all
-            })
-        })
+    let plan = HolderPlan {
+        seed,
+        t0,
+        run,
+        terms: TERMS,
     };
+    // A second client on a runtime of its own.
+    let other =
+        holders_on_their_own_runtime(3..5, urls.clone(), q, keys.clone(), ledger.clone(), plan);
     let (problems, leftover) = main_rt.block_on(async {
-        let c = Arc::new(client(urls.clone(), q, Duration::from_millis(400)).await);
-        let workers: Vec<_> = (0..3)
-            .map(|who| {
-                tokio::spawn(worker(
-                    who,
-                    c.clone(),
-                    keys.clone(),
-                    ledger.clone(),
-                    seed,
-                    t0,
-                    run,
-                ))
-            })
-            .collect();
+        let c = Arc::new(redlock_client(urls.clone(), q, Duration::from_millis(400)).await);
+        let workers = tokio::spawn(holders(0..3, c.clone(), keys.clone(), ledger.clone(), plan));
         // Faults, one at a time.
         let mut rng = Rng::derive(seed, &[99]);
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -474,17 +286,14 @@ fn redlock_put_back_storm_keeps_holders_apart() {
             // Longer than any lease (1.2 s) plus a renewal: copies are back everywhere.
             tokio::time::sleep(rng.millis(1600, 2200)).await;
         }
-        let mut problems = Vec::new();
-        for w in workers {
-            problems.extend(w.await.unwrap());
-        }
+        let mut problems = workers.await.unwrap();
         problems.extend(other.join().unwrap());
         // Every key free at the end (after the longest lease and the quarantine).
         tokio::time::sleep(Duration::from_millis(1700)).await;
         let leftover = distlock_tests::attack::not_free(&c, &keys, Duration::from_secs(2)).await;
         (problems, leftover)
     });
-    let violations = ledger.lock().unwrap().violations.clone();
+    let violations = ledger.lock().unwrap().violations().to_vec();
     assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
     assert!(problems.is_empty(), "seed {seed}: {problems:#?}");
     assert!(leftover.is_empty(), "seed {seed}: {leftover:#?}");
@@ -506,12 +315,12 @@ fn redlock_put_back_storm_keeps_holders_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_release_racing_a_put_back() {
     watch_panics();
-    let servers = nodes(3);
+    let servers = redlock_nodes(3);
     let proxy = TcpProxy::start(servers[0].port());
     let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
     let q = Duration::from_secs(3);
-    let a = client(urls.clone(), q, Duration::from_secs(1)).await;
-    let b = client(urls, q, Duration::from_secs(1)).await;
+    let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
+    let b = redlock_client(urls, q, Duration::from_secs(1)).await;
     a.lock("warm").await.unwrap().release().await.unwrap();
     proxy.set_latency(30 * MS);
     let held = a.lock("k").ttl(q).await.unwrap();
@@ -554,11 +363,11 @@ async fn force_release_racing_a_put_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_faults_one_after_another_with_put_backs() {
     watch_panics();
-    let mut servers = nodes(5);
+    let mut servers = redlock_nodes(5);
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     let q = Duration::from_millis(900);
-    let a = Arc::new(client(urls.clone(), q, Duration::from_millis(400)).await);
-    let b = Arc::new(client(urls, q, Duration::from_millis(400)).await);
+    let a = Arc::new(redlock_client(urls.clone(), q, Duration::from_millis(400)).await);
+    let b = Arc::new(redlock_client(urls, q, Duration::from_millis(400)).await);
     let held = Arc::new(a.lock("k").ttl(q).await.unwrap());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let contender = {
@@ -633,11 +442,11 @@ async fn five_nodes_faults_one_after_another_with_put_backs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contenders_give_back_does_not_keep_the_lost_copy_from_being_put_back() {
     watch_panics();
-    let mut servers = nodes(3);
+    let mut servers = redlock_nodes(3);
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     let q = Duration::from_millis(900);
-    let a = client(urls.clone(), q, Duration::from_millis(400)).await;
-    let b = client(urls, q, Duration::from_millis(400)).await;
+    let a = redlock_client(urls.clone(), q, Duration::from_millis(400)).await;
+    let b = redlock_client(urls, q, Duration::from_millis(400)).await;
     let held = a.lock("k").await.unwrap();
     let _: i64 = servers[2].cmd(&["DEL", "distlock:k"]);
     let err = b
@@ -675,7 +484,7 @@ async fn a_contenders_give_back_does_not_keep_the_lost_copy_from_being_put_back(
 #[test]
 fn a_put_back_spawned_on_a_runtime_that_shuts_down() {
     watch_panics();
-    let servers = nodes(3);
+    let servers = redlock_nodes(3);
     let proxy = TcpProxy::start(servers[0].port());
     let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
     let q = Duration::from_secs(2);
@@ -685,8 +494,8 @@ fn a_put_back_spawned_on_a_runtime_that_shuts_down() {
         .build()
         .unwrap();
     let (a, b) = rt.block_on(async {
-        let a = client(urls.clone(), q, Duration::from_millis(500)).await;
-        let b = client(urls, q, Duration::from_millis(500)).await;
+        let a = redlock_client(urls.clone(), q, Duration::from_millis(500)).await;
+        let b = redlock_client(urls, q, Duration::from_millis(500)).await;
         a.lock("warm").await.unwrap().release().await.unwrap();
         (a, b)
     });
@@ -737,11 +546,11 @@ fn a_put_back_spawned_on_a_runtime_that_shuts_down() {
 /// in between"): the contender is refused while the holder believes it holds the key.
 async fn two_single_key_losses_with_renewals_between(contend_first: bool) {
     watch_panics();
-    let servers = nodes(3);
+    let servers = redlock_nodes(3);
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     let q = Duration::from_secs(3);
-    let a = client(urls.clone(), q, Duration::from_millis(500)).await;
-    let b = client(urls, q, Duration::from_millis(500)).await;
+    let a = redlock_client(urls.clone(), q, Duration::from_millis(500)).await;
+    let b = redlock_client(urls, q, Duration::from_millis(500)).await;
     b.lock("warm").await.unwrap().release().await.unwrap();
     let held = a.lock("k").ttl(q).await.unwrap();
     let _: i64 = servers[2].cmd(&["DEL", "distlock:k"]);

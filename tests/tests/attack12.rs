@@ -3,58 +3,18 @@
 //! redis-server processes, public API only; each test asserts a promise of the public
 //! contract.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use distlock::{LockClient, LockGuard};
 use distlock_tests::attack::{not_free, panics, seed, watch_panics};
 use distlock_tests::fuzz::rng::Rng;
+use distlock_tests::holders::{
+    HolderLedger, HolderPlan, HolderTerms, holders, holders_on_their_own_runtime, holds, pttl, raw,
+    redlock_client, redlock_nodes, token_of,
+};
 use distlock_tests::{RedisServer, TcpProxy};
 
 const MS: Duration = Duration::from_millis(1);
-
-fn nodes(n: usize) -> Vec<RedisServer> {
-    (0..n)
-        .map(|_| {
-            let s = RedisServer::start();
-            s.kept_data_for_an_hour();
-            s
-        })
-        .collect()
-}
-
-async fn client(urls: Vec<String>, quarantine: Duration, timeout: Duration) -> LockClient {
-    LockClient::builder()
-        .redlock(urls)
-        .redlock_quarantine(quarantine)
-        .default_ttl(quarantine)
-        .command_timeout(timeout)
-        .build()
-        .await
-        .expect("a Redlock client")
-}
-
-/// The raw value of `key` on `server` (`None` when missing or unreachable).
-fn raw(server: &RedisServer, key: &str) -> Option<String> {
-    let mut conn = server.conn();
-    redis::cmd("GET").arg(key).query(&mut conn).ok().flatten()
-}
-
-fn pttl(server: &RedisServer, key: &str) -> i64 {
-    server.cmd(&["PTTL", key])
-}
-
-/// The token part of a stored lock value (state byte + 32 hex).
-fn token_of(value: &str) -> &str {
-    &value[1..33]
-}
-
-fn holds(value: Option<&str>, token: &str) -> bool {
-    value.is_some_and(|v| {
-        v.len() > 49 && (v.starts_with('H') || v.starts_with('W')) && token_of(v) == token
-    })
-}
 
 // ---------------------------------------------------------------------------------------
 // 1. extend answers Ok after the lease ran out on every node: the put-back's two extra
@@ -77,12 +37,12 @@ fn holds(value: Option<&str>, token: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_answers_ok_while_a_majority_holds_the_token() {
     watch_panics();
-    let servers = Arc::new(nodes(3));
+    let servers = Arc::new(redlock_nodes(3));
     let p0 = TcpProxy::start(servers[0].port());
     let p1 = TcpProxy::start(servers[1].port());
     let urls = vec![p0.url(), p1.url(), servers[2].url()];
     let q = Duration::from_secs(2);
-    let a = client(urls, q, Duration::from_secs(1)).await;
+    let a = redlock_client(urls, q, Duration::from_secs(1)).await;
     a.lock("warm").await.unwrap().release().await.unwrap();
     let mut failures = Vec::new();
     for round in 0..4 {
@@ -150,141 +110,14 @@ async fn extend_answers_ok_while_a_majority_holds_the_token() {
 //    releases racing renewals and put-backs; a ledger of who believes it holds
 // ---------------------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Ledger {
-    inside: HashMap<String, Vec<(usize, Arc<LockGuard>)>>,
-    fences: HashMap<String, u64>,
-    violations: Vec<String>,
-    /// extends that answered Ok after their lease was over (reported, see test 1).
-    late_ok: Vec<String>,
-}
-
-fn enter(ledger: &Mutex<Ledger>, key: &str, who: usize, guard: Arc<LockGuard>, t0: Instant) {
-    let mut l = ledger.lock().unwrap();
-    let fence = guard.fencing_token();
-    let now = t0.elapsed();
-    let others: Vec<String> = l
-        .inside
-        .get(key)
-        .into_iter()
-        .flatten()
-        .filter(|(_, g)| g.is_held())
-        .map(|(w, g)| format!("worker {w} (fence {})", g.fencing_token()))
-        .collect();
-    if !others.is_empty() {
-        l.violations.push(format!(
-            "{now:?}: worker {who} took {key} (fence {fence}) while {others:?} still believe they hold it"
-        ));
-    }
-    let last = l.fences.get(key).copied().unwrap_or(0);
-    if fence <= last {
-        l.violations.push(format!(
-            "{now:?}: worker {who} took {key} with fence {fence}, not above {last}"
-        ));
-    }
-    l.fences.insert(key.to_owned(), fence.max(last));
-    l.inside
-        .entry(key.to_owned())
-        .or_default()
-        .push((who, guard));
-}
-
-fn leave(ledger: &Mutex<Ledger>, key: &str, guard: &Arc<LockGuard>) {
-    let mut l = ledger.lock().unwrap();
-    if let Some(v) = l.inside.get_mut(key) {
-        v.retain(|(_, g)| !Arc::ptr_eq(g, guard));
-    }
-}
-
-async fn worker(
-    who: usize,
-    client: Arc<LockClient>,
-    keys: Vec<String>,
-    ledger: Arc<Mutex<Ledger>>,
-    seed: u64,
-    t0: Instant,
-    run: Duration,
-) -> Vec<String> {
-    let mut rng = Rng::derive(seed, &[who as u64]);
-    let mut problems = Vec::new();
-    while t0.elapsed() < run {
-        let key = keys[rng.below(keys.len())].clone();
-        let ttl = rng.millis(400, 1200);
-        let watchdog = rng.chance(85);
-        let wait = rng.millis(0, 800);
-        let attempt = tokio::time::timeout(
-            wait + Duration::from_secs(3),
-            client
-                .lock(key.as_str())
-                .ttl(ttl)
-                .watchdog(watchdog)
-                .wait(wait),
-        )
-        .await;
-        let guard = match attempt {
-            Err(_) => {
-                problems.push(format!(
-                    "{:?}: worker {who}: lock({key}) with wait {wait:?} hung",
-                    t0.elapsed()
-                ));
-                continue;
-            }
-            Ok(Err(_)) => {
-                tokio::time::sleep(rng.millis(5, 50)).await;
-                continue;
-            }
-            Ok(Ok(g)) => Arc::new(g),
-        };
-        enter(&ledger, &key, who, guard.clone(), t0);
-        let hold = rng.millis(20, 1500);
-        let until = Instant::now() + hold;
-        while Instant::now() < until && guard.is_held() {
-            if rng.chance(20) {
-                let to = rng.millis(100, 1200);
-                let sent = Instant::now();
-                let ext = guard.extend(to);
-                if rng.chance(25) {
-                    let _ = tokio::time::timeout(rng.millis(0, 20), ext).await;
-                } else {
-                    match tokio::time::timeout(Duration::from_secs(3), ext).await {
-                        Ok(Ok(())) if sent.elapsed() >= to => {
-                            ledger.lock().unwrap().late_ok.push(format!(
-                                "{:?}: worker {who}: extend({key}, {to:?}) Ok after {:?}",
-                                t0.elapsed(),
-                                sent.elapsed()
-                            ));
-                        }
-                        Ok(_) => {}
-                        Err(_) => problems.push(format!(
-                            "{:?}: worker {who}: extend({key}) hung",
-                            t0.elapsed()
-                        )),
-                    }
-                }
-            }
-            tokio::time::sleep(rng.millis(10, 120)).await;
-        }
-        leave(&ledger, &key, &guard);
-        let Ok(guard) = Arc::try_unwrap(guard) else {
-            continue;
-        };
-        if rng.chance(70) {
-            if tokio::time::timeout(Duration::from_secs(4), guard.release())
-                .await
-                .is_err()
-            {
-                problems.push(format!(
-                    "{:?}: worker {who}: release({key}) hung",
-                    t0.elapsed()
-                ));
-            }
-        } else {
-            drop(guard);
-        }
-        tokio::time::sleep(rng.millis(0, 30)).await;
-    }
-    problems
-}
+/// How the storm's holders behave.
+const TERMS: HolderTerms = HolderTerms {
+    ttl: (400, 1200),
+    watchdog: 85,
+    extend: 20,
+    extend_ttl: (100, 1200),
+    cut: 25,
+};
 
 /// A tombstone of a random other token with `fence` (16 digits).
 fn tombstone(rng: &mut Rng, fence: u64) -> String {
@@ -315,61 +148,30 @@ fn five_nodes_put_back_storm_keeps_holders_apart() {
     let seed = seed("ATTACK12_SEED", 12_001);
     let run = Duration::from_secs(14);
     let keys: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
-    let servers: Vec<Arc<RedisServer>> = nodes(5).into_iter().map(Arc::new).collect();
+    let servers: Vec<Arc<RedisServer>> = redlock_nodes(5).into_iter().map(Arc::new).collect();
     let proxies: Vec<TcpProxy> = (0..2).map(|i| TcpProxy::start(servers[i].port())).collect();
     let mut urls: Vec<String> = proxies.iter().map(TcpProxy::url).collect();
     urls.extend(servers[2..].iter().map(|s| s.url()));
     let q = Duration::from_millis(1500);
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let ledger = Arc::new(Mutex::new(HolderLedger::default()));
     let main_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let t0 = Instant::now();
-    let other = {
-        let (urls, keys, ledger) = (urls.clone(), keys.clone(), ledger.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let c = Arc::new(client(urls, q, Duration::from_millis(400)).await);
-                let w = (3..5).map(|who| {
-                    tokio::spawn(worker(
-                        who,
-                        c.clone(),
-                        keys.clone(),
-                        ledger.clone(),
-                        seed,
-                        t0,
-                        run,
-                    ))
-                });
-                let mut all = Vec::new();
-                for h in futures_util::future::join_all(w).await {
-                    all.extend(h.unwrap());
-                }
-                all
-            })
-        })
+    let plan = HolderPlan {
+        seed,
+        t0,
+        run,
+        terms: TERMS,
     };
+    // A second client on a runtime of its own.
+    let other =
+        holders_on_their_own_runtime(3..5, urls.clone(), q, keys.clone(), ledger.clone(), plan);
     let (problems, leftover) = main_rt.block_on(async {
-        let c = Arc::new(client(urls.clone(), q, Duration::from_millis(400)).await);
-        let workers: Vec<_> = (0..3)
-            .map(|who| {
-                tokio::spawn(worker(
-                    who,
-                    c.clone(),
-                    keys.clone(),
-                    ledger.clone(),
-                    seed,
-                    t0,
-                    run,
-                ))
-            })
-            .collect();
+        let c = Arc::new(redlock_client(urls.clone(), q, Duration::from_millis(400)).await);
+        let workers = tokio::spawn(holders(0..3, c.clone(), keys.clone(), ledger.clone(), plan));
         let mut rng = Rng::derive(seed, &[99]);
         tokio::time::sleep(Duration::from_millis(700)).await;
         while t0.elapsed() + Duration::from_secs(3) < run {
@@ -421,18 +223,18 @@ fn five_nodes_put_back_storm_keeps_holders_apart() {
             }
             tokio::time::sleep(rng.millis(1300, 1800)).await;
         }
-        let mut problems = Vec::new();
-        for w in workers {
-            problems.extend(w.await.unwrap());
-        }
+        let mut problems = workers.await.unwrap();
         problems.extend(other.join().unwrap());
         tokio::time::sleep(Duration::from_millis(1700)).await;
         let leftover = not_free(&c, &keys, Duration::from_secs(2)).await;
         (problems, leftover)
     });
     let l = ledger.lock().unwrap();
-    println!("late Ok extends: {:#?}", l.late_ok);
-    assert!(l.violations.is_empty(), "seed {seed}: {:#?}", l.violations);
+    assert!(
+        l.violations().is_empty(),
+        "seed {seed}: {:#?}",
+        l.violations()
+    );
     assert!(problems.is_empty(), "seed {seed}: {problems:#?}");
     assert!(leftover.is_empty(), "seed {seed}: {leftover:#?}");
     assert!(panics().is_empty(), "{:?}", panics());
@@ -459,11 +261,11 @@ fn five_nodes_put_back_storm_keeps_holders_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_with_a_raised_fence_is_force_released_by_the_fence_inspect_reports() {
     watch_panics();
-    let mut servers = nodes(3);
+    let mut servers = redlock_nodes(3);
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
     let q = Duration::from_millis(900);
-    let a = client(urls.clone(), q, Duration::from_millis(400)).await;
-    let b = client(urls, q, Duration::from_millis(400)).await;
+    let a = redlock_client(urls.clone(), q, Duration::from_millis(400)).await;
+    let b = redlock_client(urls, q, Duration::from_millis(400)).await;
     b.lock("warm").await.unwrap().release().await.unwrap();
     let held = a.lock("k").await.unwrap();
     tokio::time::sleep(20 * MS).await;
