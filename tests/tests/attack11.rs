@@ -24,6 +24,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use distlock::{LockClient, LockGuard};
 use distlock_tests::attack::{panics, seed, watch_panics};
 use distlock_tests::fuzz::rng::Rng;
 use distlock_tests::holders::{
@@ -33,6 +34,39 @@ use distlock_tests::holders::{
 use distlock_tests::{RedisServer, TcpProxy};
 
 const MS: Duration = Duration::from_millis(1);
+
+/// Three nodes, node 0 behind a proxy adding `latency` each way; client A holds `k` (a
+/// lease of `q` = 3 s, no watchdog) and node 2 has lost its copy (`DEL`); client B is
+/// another process.
+struct LostCopy {
+    servers: Vec<RedisServer>,
+    _proxy: TcpProxy,
+    b: LockClient,
+    held: LockGuard,
+    q: Duration,
+}
+
+impl LostCopy {
+    async fn start(latency: Duration) -> Self {
+        let servers = redlock_nodes(3);
+        let proxy = TcpProxy::start(servers[0].port());
+        let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
+        let q = Duration::from_secs(3);
+        let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
+        let b = redlock_client(urls, q, Duration::from_secs(1)).await;
+        a.lock("warm").await.unwrap().release().await.unwrap();
+        proxy.set_latency(latency);
+        let held = a.lock("k").ttl(q).watchdog(false).await.unwrap();
+        let _: i64 = servers[2].cmd(&["DEL", "distlock:k"]);
+        Self {
+            servers,
+            _proxy: proxy,
+            b,
+            held,
+            q,
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // 1. A put-back that lands after the release, on a node frozen in between: the released
@@ -52,19 +86,15 @@ const MS: Duration = Duration::from_millis(1);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_back_queued_on_a_frozen_node_does_not_resurrect_a_released_lock() {
     watch_panics();
-    let mut servers = redlock_nodes(3);
-    let proxy = TcpProxy::start(servers[0].port());
-    let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
-    let q = Duration::from_secs(3);
-    let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
-    let b = redlock_client(urls, q, Duration::from_secs(1)).await;
-    a.lock("warm").await.unwrap().release().await.unwrap();
-    proxy.set_latency(40 * MS);
-
-    let held = a.lock("k").ttl(q).watchdog(false).await.unwrap();
+    let LostCopy {
+        mut servers,
+        _proxy,
+        b,
+        held,
+        q,
+    } = LostCopy::start(40 * MS).await;
     let value = raw(&servers[1], "distlock:k").expect("held on node 1");
     let token = token_of(&value).to_owned();
-    let _: i64 = servers[2].cmd(&["DEL", "distlock:k"]);
 
     let extended_at = Instant::now();
     held.extend(q).await.expect("renewed by nodes 0 and 1");
@@ -119,17 +149,13 @@ async fn a_put_back_queued_on_a_frozen_node_does_not_resurrect_a_released_lock()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_key_is_free_with_one_node_down_even_when_a_put_back_raced_the_release() {
     watch_panics();
-    let mut servers = redlock_nodes(3);
-    let proxy = TcpProxy::start(servers[0].port());
-    let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
-    let q = Duration::from_secs(3);
-    let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
-    let b = redlock_client(urls, q, Duration::from_secs(1)).await;
-    a.lock("warm").await.unwrap().release().await.unwrap();
-    proxy.set_latency(30 * MS);
-
-    let held = a.lock("k").ttl(q).watchdog(false).await.unwrap();
-    let _: i64 = servers[2].cmd(&["DEL", "distlock:k"]);
+    let LostCopy {
+        mut servers,
+        _proxy,
+        b,
+        held,
+        q,
+    } = LostCopy::start(30 * MS).await;
     held.extend(q).await.expect("renewed by nodes 0 and 1");
     held.release().await.expect("released");
     let released_at = Instant::now();
@@ -163,17 +189,13 @@ async fn a_released_key_is_free_with_one_node_down_even_when_a_put_back_raced_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shortened_lease_is_not_lengthened_by_an_earlier_put_back() {
     watch_panics();
-    let mut servers = redlock_nodes(3);
-    let proxy = TcpProxy::start(servers[0].port());
-    let urls = vec![proxy.url(), servers[1].url(), servers[2].url()];
-    let q = Duration::from_secs(3);
-    let a = redlock_client(urls.clone(), q, Duration::from_secs(1)).await;
-    let b = redlock_client(urls, q, Duration::from_secs(1)).await;
-    a.lock("warm").await.unwrap().release().await.unwrap();
-    proxy.set_latency(15 * MS);
-
-    let held = a.lock("k").ttl(q).watchdog(false).await.unwrap();
-    let _: i64 = servers[2].cmd(&["DEL", "distlock:k"]);
+    let LostCopy {
+        mut servers,
+        _proxy,
+        b,
+        held,
+        q,
+    } = LostCopy::start(15 * MS).await;
     held.extend(q).await.expect("renewed by nodes 0 and 1");
     let short = Duration::from_millis(1000);
     let shortened_at = Instant::now();
